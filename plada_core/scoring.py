@@ -1,0 +1,122 @@
+"""Per-image scores from teacher logits, and the streaming scoring loop.
+
+The loop takes an iterator of ``(index, encoded bytes)`` and never holds more than one batch of images or
+logits: a shard of any size is scored in bounded memory, and only a handful of floats per image survive.
+Images that fail to decode are counted (and their indices kept) rather than skipped silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from plada_core.images import PreprocessConfig, preprocess
+
+__all__ = ["SCORE_COLUMNS", "ScoringConfig", "ShardScores", "score_logits", "score_stream"]
+
+SCORE_COLUMNS = ["index", "energy", "pred", "max_softmax", "entropy", "margin"]
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """``temperature`` is T in ``E(x) = -T·logsumexp(f(x)/T)``; ``max_drop_rate`` is the fraction of a
+    shard's samples that may fail to decode before the shard is declared broken."""
+
+    temperature: float = 1.0
+    batch_size: int = 256
+    max_drop_rate: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
+        if not 0 <= self.max_drop_rate <= 1:
+            raise ValueError(f"max_drop_rate must be in [0, 1], got {self.max_drop_rate!r}")
+
+
+def score_logits(logits: torch.Tensor, temperature: float = 1.0) -> dict[str, np.ndarray]:
+    """Energy, argmax label, max softmax, entropy (nats) and top-2 margin for each row of ``logits``."""
+    logits = logits.double()
+    energy = -temperature * torch.logsumexp(logits / temperature, dim=1)
+    logp = torch.log_softmax(logits, dim=1)
+    p = logp.exp()
+    top2 = p.topk(min(2, p.shape[1]), dim=1).values
+    margin = top2[:, 0] - (top2[:, 1] if top2.shape[1] > 1 else 0.0)
+    return {
+        "energy": energy.float().numpy(),
+        "pred": logits.argmax(dim=1).int().numpy(),
+        "max_softmax": top2[:, 0].float().numpy(),
+        "entropy": (-(p * logp).sum(dim=1)).float().numpy(),
+        "margin": margin.float().numpy(),
+    }
+
+
+@dataclass
+class ShardScores:
+    """Scores of one shard plus what could not be scored."""
+
+    frame: pd.DataFrame
+    n_seen: int = 0
+    dropped: list[dict] = field(default_factory=list)
+
+    @property
+    def n_dropped(self) -> int:
+        return len(self.dropped)
+
+
+def _batched(samples: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for sample in samples:
+        batch.append(sample)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def score_stream(
+    model: nn.Module,
+    samples: Iterable[tuple[int, bytes]],
+    decode: Callable[[bytes], np.ndarray],
+    preprocess_cfg: PreprocessConfig,
+    cfg: ScoringConfig,
+) -> ShardScores:
+    """Score ``(index, encoded image)`` pairs with ``model``; undecodable images are recorded in ``dropped``."""
+    model.eval()
+    parts, dropped, n_seen = [], [], 0
+    for batch in _batched(samples, cfg.batch_size):
+        n_seen += len(batch)
+        indices, arrays = [], []
+        for index, data in batch:
+            try:
+                arrays.append(preprocess(decode(data), preprocess_cfg))
+                indices.append(index)
+            except Exception as exc:  # noqa: BLE001 - any decode failure is a counted drop
+                dropped.append({"index": int(index), "reason": f"{type(exc).__name__}: {exc}"[:200]})
+        if not arrays:
+            continue
+        scores = score_logits(model(torch.from_numpy(np.stack(arrays))), cfg.temperature)
+        parts.append(pd.DataFrame({"index": np.asarray(indices, np.int64), **scores}))
+    frame = pd.concat(parts, ignore_index=True) if parts else _empty_frame()
+    return ShardScores(frame=frame[SCORE_COLUMNS], n_seen=n_seen, dropped=dropped)
+
+
+def _empty_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "index": np.empty(0, np.int64),
+            "energy": np.empty(0, np.float32),
+            "pred": np.empty(0, np.int32),
+            "max_softmax": np.empty(0, np.float32),
+            "entropy": np.empty(0, np.float32),
+            "margin": np.empty(0, np.float32),
+        }
+    )

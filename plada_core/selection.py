@@ -1,0 +1,249 @@
+"""Which reference images to keep, given the teacher's per-image scores.
+
+Every selector is a *priority* function over the pool: lower priority is kept first. ``select`` turns a
+priority into exactly ``k`` global positions, either the ``k`` best overall or, with the Safety-Net, the
+best ``K_c`` inside each predicted class. Everything here is a pure function of (scores, config): ties are
+broken by global position and the only randomness comes from ``np.random.default_rng(cfg.seed)``.
+
+NaN priorities (a NaN energy from a broken image, say) rank after every non-NaN value of the same
+ranking, so they are kept only when a budget cannot be filled otherwise. Under the Safety-Net the ranking
+is per class: a NaN image can be kept to fill its own class's quota while a finite image of another
+class is dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+
+__all__ = [
+    "SELECTORS",
+    "SelectionConfig",
+    "get_selector",
+    "resolve_k",
+    "safety_net_quotas",
+    "select",
+]
+
+Scores = Mapping[str, np.ndarray]
+Selector = Callable[[Scores, np.random.Generator], np.ndarray]
+
+
+def _column(scores: Scores, name: str) -> np.ndarray:
+    if name not in scores:
+        raise ValueError(f"scores have no column {name!r}; columns: {sorted(scores)}")
+    return np.asarray(scores[name])
+
+
+def _energy(scores: Scores, rng: np.random.Generator) -> np.ndarray:
+    """The paper's rule: low energy looks in-distribution, so it goes first."""
+    return _column(scores, "energy").astype(np.float64)
+
+
+def _opposite_energy(scores: Scores, rng: np.random.Generator) -> np.ndarray:
+    """The paper's far-OOD variant: high energy first. NaN stays NaN, so it still ranks last."""
+    return -_column(scores, "energy").astype(np.float64)
+
+
+def _entropy(scores: Scores, rng: np.random.Generator) -> np.ndarray:
+    """Confident (low-entropy) predictions first."""
+    return _column(scores, "entropy").astype(np.float64)
+
+
+def _random(scores: Scores, rng: np.random.Generator) -> np.ndarray:
+    """Uniform: ignores every score, NaN energies included; the baseline every result is compared to."""
+    n = len(next(iter(scores.values())))
+    return rng.random(n)
+
+
+SELECTORS: dict[str, Selector] = {
+    "energy": _energy,
+    "opposite_energy": _opposite_energy,
+    "entropy": _entropy,
+    "random": _random,
+}
+
+
+def get_selector(name: str) -> Selector:
+    """The priority function registered as ``name`` in ``SELECTORS``."""
+    try:
+        return SELECTORS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown selector {name!r}; valid selectors: {sorted(SELECTORS)}") from None
+
+
+def _check_keep(keep: float | int) -> None:
+    # bool is an int subclass; True would silently mean "keep one image".
+    if isinstance(keep, bool) or not isinstance(keep, numbers.Real):
+        raise TypeError(f"keep must be a float fraction or an int count, got {keep!r}")
+    if isinstance(keep, numbers.Integral):
+        if keep < 1:
+            raise ValueError(f"keep as a count must be >= 1, got {keep!r}")
+    elif not 0 < keep <= 1:  # also rejects NaN
+        raise ValueError(
+            f"keep as a fraction must be in (0, 1], got {keep!r}; pass an int for an absolute count"
+        )
+
+
+def resolve_k(keep: float | int, n: int) -> int:
+    """Number of images to keep out of a pool of ``n``.
+
+    A float is a fraction in (0, 1]: ``round(keep * n)`` (Python's round, halves to even), raised to 1 so a
+    tiny fraction of a non-empty pool never keeps nothing. An int is an absolute count and must not exceed
+    ``n``. Mind the type: ``1`` keeps one image, ``1.0`` keeps the whole pool.
+    """
+    _check_keep(keep)
+    if n < 0:
+        raise ValueError(f"pool size n must be >= 0, got {n!r}")
+    if isinstance(keep, numbers.Integral):
+        if keep > n:
+            raise ValueError(f"keep={keep!r} images asked for, but the pool holds only n={n}")
+        return int(keep)
+    if n == 0:
+        return 0
+    return max(1, int(round(keep * n)))
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """How ``select`` picks images.
+
+    ``selector`` names a priority function in ``SELECTORS``. ``keep`` is a fraction of the pool when a float
+    in (0, 1], an absolute count when an int >= 1 (see ``resolve_k``). ``safety_net`` turns on the per-class
+    quota ``K_c ∝ N_c**alpha`` over the teacher's predicted classes (see ``safety_net_quotas``). ``seed``
+    feeds ``np.random.default_rng`` for selectors that draw random numbers.
+    """
+
+    selector: str = "energy"
+    keep: float = 0.1
+    safety_net: bool = True
+    alpha: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        get_selector(self.selector)
+        _check_keep(self.keep)
+        if not math.isfinite(self.alpha):
+            raise ValueError(f"alpha must be finite, got {self.alpha!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+
+
+def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
+    """Split ``total`` in proportion to ``weights``: floors first, then one more each for the largest
+    fractional parts, ties to the lower position."""
+    ideal = total * (weights / weights.sum())
+    base = np.floor(ideal).astype(np.int64)
+    extra = total - int(base.sum())
+    # lexsort's last key is primary: largest fraction first, then lower position (stable).
+    order = np.lexsort((np.arange(len(ideal)), -(ideal - base)))
+    base[order[:extra]] += 1
+    return base
+
+
+def _quota_weights(counts: np.ndarray, alpha: float) -> np.ndarray:
+    """``counts**alpha`` scaled so the largest is 1: a big |alpha| must not overflow to inf."""
+    log_w = alpha * np.log(counts.astype(np.float64))
+    return np.exp(log_w - log_w.max())
+
+
+def safety_net_quotas(pred_counts: np.ndarray, k: int, alpha: float) -> np.ndarray:
+    """Per-class quotas ``K_c ∝ N_c**alpha`` that add up to exactly ``k``.
+
+    ``pred_counts[c]`` is N_c, the number of pool images the teacher labels c. Classes with N_c = 0 get 0 and
+    take no part, whatever the sign of alpha (0**alpha would be 0, 1 or inf). alpha = 0 splits ``k`` evenly,
+    alpha = 1 in proportion to N_c, alpha < 0 favours rare classes, alpha > 1 favours common ones.
+
+    Rounding is largest remainder: the floor of every ideal share, then one more image each to the largest
+    fractional parts, ties to the lower class id. A quota may not exceed N_c: what a capped class cannot
+    take is split again by the same rule among the classes that still have room, until nothing is left.
+    Largest remainder is not monotone in ``k`` (the Alabama paradox): one more image overall can cost a
+    class one image, so selections at two budgets need not be nested under the Safety-Net.
+    """
+    counts = np.asarray(pred_counts)
+    if counts.ndim != 1 or not np.issubdtype(counts.dtype, np.integer):
+        raise ValueError(f"pred_counts must be a 1-D integer array, got dtype {counts.dtype} shape {counts.shape}")
+    if (counts < 0).any():
+        raise ValueError(f"pred_counts must be >= 0, got {counts.min()} at class {int(counts.argmin())}")
+    if not math.isfinite(alpha):
+        raise ValueError(f"alpha must be finite, got {alpha!r}")
+    if not 0 <= k <= counts.sum():
+        raise ValueError(f"k must be in [0, {int(counts.sum())}] (the pool size), got {k!r}")
+
+    quotas = np.zeros(len(counts), dtype=np.int64)
+    left = int(k)
+    # Each round either places everything or fills at least one class, so it ends within len(counts) rounds.
+    while left > 0:
+        room = counts - quotas
+        open_ = np.flatnonzero(room > 0)
+        share = _largest_remainder(_quota_weights(counts[open_], alpha), left)
+        placed = np.minimum(share, room[open_])
+        quotas[open_] += placed
+        left -= int(placed.sum())
+    return quotas
+
+
+def _check_scores(scores: Scores) -> int:
+    if not scores:
+        raise ValueError("scores are empty: need at least one column, e.g. 'energy'")
+    lengths = {name: np.shape(values) for name, values in scores.items()}
+    if any(len(shape) != 1 for shape in lengths.values()):
+        raise ValueError(f"every score column must be 1-D, got shapes {lengths}")
+    if len({shape[0] for shape in lengths.values()}) > 1:
+        raise ValueError(f"score columns differ in length: { {k: s[0] for k, s in lengths.items()} }")
+    return next(iter(lengths.values()))[0]
+
+
+def _check_pred(pred: np.ndarray, n_classes: int) -> np.ndarray:
+    if not np.issubdtype(pred.dtype, np.integer):
+        raise ValueError(f"'pred' must hold integer class ids, got dtype {pred.dtype}")
+    bad = (pred < 0) | (pred >= n_classes)
+    if bad.any():
+        raise ValueError(
+            f"'pred' must lie in [0, {n_classes}), got {pred[bad][0]} at position {int(np.flatnonzero(bad)[0])}"
+        )
+    return pred.astype(np.int64)
+
+
+def _ranking(priority: np.ndarray) -> np.ndarray:
+    """Positions from best to worst: lower priority first, NaN last, ties by position."""
+    priority = np.asarray(priority, dtype=np.float64)
+    # lexsort is stable, so equal keys keep position order; NaN is its own primary key so that its place
+    # does not depend on how the sort treats NaN.
+    return np.lexsort((priority, np.isnan(priority)))
+
+
+def _take_per_class(ranking: np.ndarray, pred: np.ndarray, quotas: np.ndarray) -> np.ndarray:
+    """The first ``quotas[c]`` positions of ``ranking`` among those predicted as c, for every c."""
+    by_class = ranking[np.argsort(pred[ranking], kind="stable")]
+    class_start = np.concatenate(([0], np.cumsum(np.bincount(pred, minlength=len(quotas)))))
+    labels = pred[by_class]
+    rank_in_class = np.arange(len(by_class)) - class_start[labels]
+    return by_class[rank_in_class < quotas[labels]]
+
+
+def select(scores: Scores, n_classes: int, cfg: SelectionConfig) -> np.ndarray:
+    """Sorted global positions (int64) of the ``resolve_k(cfg.keep, n)`` images to keep.
+
+    ``scores`` maps column name to one value per pool image in global index order; the selector reads its
+    own column ("energy", "entropy", ...), the Safety-Net reads "pred" (class ids in [0, n_classes)).
+    Without the Safety-Net the k best by priority are kept; with it, the best ``K_c`` of each predicted
+    class, ``K_c`` from ``safety_net_quotas`` over the pool's predicted-class counts.
+    """
+    if isinstance(n_classes, bool) or not isinstance(n_classes, numbers.Integral) or n_classes < 1:
+        raise ValueError(f"n_classes must be an int >= 1, got {n_classes!r}")
+    n = _check_scores(scores)
+    k = resolve_k(cfg.keep, n)
+    priority = get_selector(cfg.selector)(scores, np.random.default_rng(cfg.seed))
+    ranking = _ranking(priority)
+    if cfg.safety_net:
+        pred = _check_pred(_column(scores, "pred"), n_classes)
+        quotas = safety_net_quotas(np.bincount(pred, minlength=n_classes), k, cfg.alpha)
+        kept = _take_per_class(ranking, pred, quotas)
+    else:
+        kept = ranking[:k]
+    return np.sort(kept).astype(np.int64)

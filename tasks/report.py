@@ -1,0 +1,26 @@
+"""Write report.json / report.md and publish the same table as Prefect artifacts."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from plada_core.io import checkpoints, pool, storage
+from plada_core.report import build_report, report_markdown, report_rows
+
+
+@task(cache_policy=NO_CACHE)
+def write_report(
+    out_url: str, reference_url: str, teacher_url: str, selection: dict, student: dict, random_student: dict,
+    times: dict,
+) -> dict:
+    _, teacher = checkpoints.load_checkpoint(teacher_url)
+    report = build_report(teacher, selection, student, random_student, pool.read_reference(reference_url), times)
+    markdown = report_markdown(report)
+    storage.write_json(storage.join(out_url, "report.json"), report)
+    storage.write_bytes(storage.join(out_url, "report.md"), markdown.encode())
+    create_table_artifact(key="plada-report", table=[{k: str(v) for k, v in r.items()} for r in report_rows(report)],
+                          description="PLADA run: accuracy (with random baseline), payload size, wall times")
+    create_markdown_artifact(key="plada-report-md", markdown=markdown)
+    return report
