@@ -19,9 +19,8 @@ Container format (all integers little endian; a 72-byte header, then the body)::
     64      8    checksum         blake2b(digest_size=8) over bytes [0, 64) + body
     72      -    body             codec-specific
 
-The checksum detects accidents
-(bit flips, truncation); it is not a signature: anyone can forge a payload with a valid checksum, which is why
-the body decoder validates everything itself.
+The checksum detects accidents (bit flips, truncation). It is not a signature: anyone can forge a payload
+with a valid checksum, which is why the body decoder validates everything itself.
 
 Codec "paper-zstd19" (id 1), the paper's delta/RLE + Zstd-19 baseline. Two streams of LEB128 varints
 (7 bits per byte, low group first, high bit = "more bytes follow", minimal length, at most 10 bytes):
@@ -30,13 +29,14 @@ Codec "paper-zstd19" (id 1), the paper's delta/RLE + Zstd-19 baseline. Two strea
   ``d_i = idx_i - idx_(i-1)``. Each varint ``v`` is one token: ``v & 1 == 0`` means one delta ``v >> 1``;
   ``v & 1 == 1`` means a run of ``v >> 1`` (>= 1) deltas equal to 1, i.e. consecutive indices. The encoder
   turns every maximal run of delta-1 steps into one run token. Example: ``[5, 6, 7, 8, 20]`` has deltas
-  ``5,1,1,1,12`` and is written as the tokens ``10, 7, 24``. Tagging each token (rather than following a delta
+  ``5,1,1,1,12`` and is written as the tokens ``10, 7, 24``; ``[1, 2, 3]`` is the single run token ``7``
+  (the running sum starts at 0). Tagging each token (rather than following a delta
   with an optional count) keeps every varint self-describing, so decoding is fully vectorised.
 - stream 2, labels in index order, run-length coded as ``(label, run length >= 1)`` varint pairs.
 
 body = zstd level 19 (one frame) of ``varint(len(stream 1)) + stream 1 + stream 2``. The decoder bounds the
 decompressed size by the largest raw body any valid (N, k, C) could produce and streams the frame in small
-pieces, so a bomb is rejected after at most ~1.5 MB of extra output.
+pieces, so a bomb is rejected after at most 2 MiB of extra output.
 """
 
 from __future__ import annotations
@@ -78,7 +78,10 @@ class PayloadError(ValueError):
 
 @dataclass(frozen=True, eq=False)  # eq=False: field-wise == on arrays is ambiguous; use np.array_equal
 class Payload:
-    """A decoded payload. Arrays are read-only; ``indices`` strictly increase and ``labels[i]`` labels them."""
+    """A decoded payload: ``labels[i]`` is the class of pool image ``indices[i]``.
+
+    ``indices`` (int64) strictly increase, ``labels`` are int32; both arrays are read-only.
+    """
 
     indices: np.ndarray
     labels: np.ndarray
@@ -89,6 +92,7 @@ class Payload:
 
     @property
     def k(self) -> int:
+        """Number of selected images."""
         return int(self.indices.shape[0])
 
 
@@ -206,17 +210,17 @@ def _max_raw_size(k: int, n_reference: int, n_classes: int) -> int:
     return 10 + k * per_item
 
 
-_FEED_BYTES = 64  # compressed bytes per step: zstd expands 64 bytes to at most ~1.5 MB, the bomb overshoot
+_FEED_BYTES = 64  # compressed bytes per step; 64 bytes expand to at most 16 RLE blocks (2 MiB): the overshoot
 _MAX_WINDOW = 1 << 24  # level 19 uses at most 8 MiB; refuse frames that ask for more decoder memory
 
 
 def _bounded_decompress(body: bytes, limit: int) -> bytes:
     """Decompress exactly one zstd frame filling ``body``, refusing output beyond ``limit`` bytes."""
-    stream = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW).decompressobj()
+    decoder = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW).decompressobj()
     view, pieces, size = memoryview(body), [], 0
     for start in range(0, len(view), _FEED_BYTES):
         try:
-            piece = stream.decompress(view[start : start + _FEED_BYTES])
+            piece = decoder.decompress(view[start : start + _FEED_BYTES])
         except zstandard.ZstdError as err:
             raise PayloadError(f"body is not valid zstd data ({err}); the payload is corrupt, re-send it") from err
         size += len(piece)
@@ -226,8 +230,8 @@ def _bounded_decompress(body: bytes, limit: int) -> bytes:
                 "refusing a decompression bomb; do not trust this payload's source"
             )
         pieces.append(piece)
-        if stream.eof:
-            if stream.unused_data or start + _FEED_BYTES < len(view):
+        if decoder.eof:
+            if decoder.unused_data or start + _FEED_BYTES < len(view):
                 raise PayloadError("trailing bytes after the zstd frame inside the body; the payload is corrupt")
             return b"".join(pieces)
     raise PayloadError("body ends inside its zstd frame; the payload is truncated, re-send it")

@@ -171,8 +171,8 @@ def safety_net_quotas(pred_counts: np.ndarray, k: int, alpha: float) -> np.ndarr
         raise ValueError(f"pred_counts must be >= 0, got {counts.min()} at class {int(counts.argmin())}")
     if not math.isfinite(alpha):
         raise ValueError(f"alpha must be finite, got {alpha!r}")
-    if not 0 <= k <= counts.sum():
-        raise ValueError(f"k must be in [0, {int(counts.sum())}] (the pool size), got {k!r}")
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= counts.sum():
+        raise ValueError(f"k must be an int in [0, {int(counts.sum())}] (the pool size), got {k!r}")
 
     quotas = np.zeros(len(counts), dtype=np.int64)
     left = int(k)
