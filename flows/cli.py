@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     command = _cmd_reference_build if args.command == "reference" else COMMANDS[args.command]
     try:
         result = command(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError, ImportError) as exc:
         print(f"plada {args.command}: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(_headline(result), indent=2, default=str))

@@ -83,12 +83,17 @@ def build_reference(sources: list, out_url: str, shard_size: int = 4096, progres
     """Write the pool from ``sources`` (see ``plada_core.io.sources``) in one streaming pass.
 
     Holds at most one shard of encoded images in memory. ``reference.json`` is written last, so its
-    presence marks a complete pool.
+    presence marks a complete pool; an interrupted build leaves no ``reference.json`` and is simply redone.
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size!r}")
     if not sources:
         raise ValueError("no reference sources given: pass at least one source spec")
+    if storage.exists(storage.join(out_url, "reference.json")):
+        raise FileExistsError(
+            f"{out_url} already holds a reference pool; PLADA never overwrites one (clients depend on its "
+            "fingerprint). Choose another output URL or delete the old pool first."
+        )
     digest, rows, shards, pending, seen_keys = hashlib.sha256(), [], [], [], {}
     total = sum(len(s) for s in sources)
     for sample, source_name in tqdm(_iter_all(sources), total=total, desc="reference", unit="img", disable=not progress):

@@ -1,0 +1,40 @@
+"""The CLI's error paths: bad input is a clear message and exit code 2, and nothing written before is lost."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flows.cli import main, parse_keep
+
+
+def test_parse_keep_fraction_and_count():
+    assert parse_keep("0.05") == 0.05 and parse_keep("1.0") == 1.0
+    assert parse_keep("500") == 500 and isinstance(parse_keep("500"), int)
+
+
+def test_missing_source_is_a_clear_error(tmp_path, capsys):
+    code = main(["reference", "build", "--source", f"npz:{tmp_path}/nope.npz", "--out", str(tmp_path / "p")])
+    assert code == 2 and "nope.npz" in capsys.readouterr().err
+
+
+def test_unreadable_npz_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    bad.write_text("not an archive")
+    assert main(["reference", "build", "--source", f"npz:{bad}", "--out", str(tmp_path / "p")]) == 2
+    assert "bad.npz" in capsys.readouterr().err
+
+
+def test_build_then_refuse_to_overwrite(tiny_npz, tmp_path, capsys):
+    out = tmp_path / "p"
+    assert main(["reference", "build", "--source", tiny_npz["pool"], "--out", str(out), "--shard-size", "128"]) == 0
+    before = json.loads((out / "reference.json").read_text())
+    assert main(["reference", "build", "--source", tiny_npz["train"], "--out", str(out)]) == 2
+    assert "never overwrites" in capsys.readouterr().err
+    assert json.loads((out / "reference.json").read_text()) == before
+
+
+def test_unknown_source_lists_the_known_ones(tmp_path, capsys):
+    assert main(["reference", "build", "--source", "imagenet-99k", "--out", str(tmp_path / "p")]) == 2
+    assert "mnist5k" in capsys.readouterr().err

@@ -1,0 +1,85 @@
+"""Task bodies called directly (``task.fn``): resume, bad data counted and reported, foreign payloads refused."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from plada_core.config import StudentConfig, TeacherConfig
+from plada_core.images import PreprocessConfig
+from plada_core.io import pool, storage, tables
+from plada_core.io.sources import open_source
+from plada_core.payload import PayloadError
+from plada_core.scoring import ScoringConfig
+from plada_core.selection import SelectionConfig
+from plada_core.training import TrainConfig
+from tasks.reference import build_reference_pool
+from tasks.score import score_shard
+from tasks.select import select_and_encode
+from tasks.student import train_student
+from tasks.teacher import train_teacher
+
+PRE = PreprocessConfig(image_size=8, channels=1)
+
+
+@pytest.fixture(scope="module")
+def published(tiny_npz, tmp_path_factory):
+    """A pool of 3 shards, a teacher and the scores of every shard."""
+    root = tmp_path_factory.mktemp("pub")
+    ref_url = build_reference_pool.fn([tiny_npz["pool"]], str(root / "pool"), shard_size=100)
+    teacher = train_teacher.fn(tiny_npz["train"], tiny_npz["test"], str(root / "teacher"),
+                               TeacherConfig(train=TrainConfig(epochs=2), preprocess=PRE))
+    shards = pool.read_reference(ref_url)["shards"]
+    scores = [score_shard.fn(storage.join(ref_url, s["name"]), s["n"], teacher, str(root), ScoringConfig())
+              for s in shards]
+    return {"root": root, "ref": ref_url, "teacher": teacher, "scores": scores}
+
+
+def test_scores_cover_the_pool_and_rerun_skips(published):
+    frames = [tables.read_frame(u) for u in published["scores"]]
+    assert sum(len(f) for f in frames) == 300
+    first = storage.join(published["ref"], "shard-000000.tar")
+    stamp = (published["root"] / "scores" / "shard-000000.parquet").stat().st_mtime_ns
+    score_shard.fn(first, 100, published["teacher"], str(published["root"]), ScoringConfig())
+    assert (published["root"] / "scores" / "shard-000000.parquet").stat().st_mtime_ns == stamp
+
+
+def test_corrupt_shard_is_counted_and_fails_the_run_above_the_drop_rate(published, tmp_path):
+    broken = tmp_path / "shard-000000.tar"
+    data = storage.read_bytes(storage.join(published["ref"], "shard-000000.tar"))
+    broken.write_bytes(data[: len(data) // 3])
+    url = score_shard.fn(str(broken), 100, published["teacher"], str(tmp_path), ScoringConfig())
+    meta = tables.table_metadata(tables.read_table(url))
+    assert meta["n_dropped"] > 0 and meta["read_errors"], "the truncation is recorded, not skipped silently"
+    urls = [url] + published["scores"][1:]
+    with pytest.raises(RuntimeError, match="could not be scored.*shard-000000"):
+        select_and_encode.fn(urls, published["ref"], published["teacher"], str(tmp_path / "sel"), SelectionConfig(keep=0.1))
+    summary = select_and_encode.fn(urls, published["ref"], published["teacher"], str(tmp_path / "sel"),
+                                   SelectionConfig(keep=0.1), max_drop_rate=0.5)
+    assert summary["drops"]["n_dropped"] == meta["n_dropped"]
+
+
+def test_payload_for_another_pool_is_refused(published, tiny_npz, tmp_path):
+    summary = select_and_encode.fn(published["scores"], published["ref"], published["teacher"], str(tmp_path / "sel"),
+                                   SelectionConfig(keep=0.1))
+    other = build_reference_pool.fn([tiny_npz["train"]], str(tmp_path / "other-pool"), shard_size=100)
+    cfg = StudentConfig(train=TrainConfig(epochs=1), preprocess=PRE)
+    with pytest.raises(PayloadError, match="different reference pool"):
+        train_student.fn(summary["payload"], other, tiny_npz["test"], str(tmp_path / "stu"), cfg)
+    assert not (tmp_path / "stu" / "metrics.json").exists()
+
+
+def test_existing_pool_is_never_overwritten(published, tiny_npz):
+    before = pool.read_reference(published["ref"])["fingerprint"]
+    with pytest.raises(ValueError, match="already holds a reference pool"):
+        build_reference_pool.fn([tiny_npz["train"]], published["ref"])
+    with pytest.raises(FileExistsError, match="never overwrites"):
+        pool.build_reference([open_source(tiny_npz["train"])], published["ref"])
+    assert pool.read_reference(published["ref"])["fingerprint"] == before
+
+
+def test_random_baseline_has_the_requested_size(published, tmp_path):
+    cfg = dataclasses.replace(SelectionConfig(), selector="random", keep=37, safety_net=False)
+    summary = select_and_encode.fn(published["scores"], published["ref"], published["teacher"], str(tmp_path), cfg)
+    assert summary["n_kept"] == 37
