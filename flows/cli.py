@@ -36,7 +36,7 @@ PAIRS = {
         "teacher_model": "plada_cnn",
         "student_model": "plada_cnn",
         "teacher_epochs": 30,
-        "student_epochs": 15,
+        "student_epochs": 30,
         "keep": 0.1,
     },
     # CIFAR-10 target, Tiny-ImageNet pool at 32 px: the paper's ImageNet setting in miniature.
@@ -112,7 +112,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_selection_args(run)
     _add_preprocess_args(run)
     _add_model_args(run, "teacher", "plada_cnn", 30)
-    _add_model_args(run, "student", "plada_cnn", 15)
+    _add_model_args(run, "student", "plada_cnn", 30)
 
     pub = sub.add_parser("publish", help="teacher → scores → selection → manifest + payload for an existing pool")
     pub.add_argument("--reference-url", required=True, help="URL of a pool made by `plada reference build`")
@@ -132,7 +132,7 @@ def _build_parser() -> argparse.ArgumentParser:
     stu.add_argument("--out", required=True)
     stu.add_argument("--seed", type=int, default=0)
     _add_preprocess_args(stu)
-    _add_model_args(stu, "student", "plada_cnn", 15)
+    _add_model_args(stu, "student", "plada_cnn", 30)
 
     demo = sub.add_parser("demo", help="run everything on a built-in real-data pair")
     demo.add_argument("--pair", choices=sorted(PAIRS), default="default")

@@ -29,7 +29,7 @@ class StudentConfig:
     """The client's recipe. The payload carries no preprocessing: the client chooses it (``plada run``
     gives the student the teacher's, so that only the data differs)."""
 
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=15))
+    train: TrainConfig = field(default_factory=TrainConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
 

@@ -1,0 +1,138 @@
+"""Versioned task releases on storage: ``tasks/<task>/<version>/`` plus a ``latest`` pointer and a lock.
+
+Layout under a root URL::
+
+    tasks/<task>/<version>/...      everything one publish run wrote (manifest, payload, report)
+    tasks/<task>/<version>/RELEASE.json   written last: the version is complete
+    tasks/<task>/latest.json        {"version", "url", "payload_url", ...}; moved only after RELEASE.json exists
+    tasks/<task>/.lock              held while a publish of <task> runs
+
+The pointer is a small JSON object replaced atomically, so a reader sees the old or the new release,
+never a mix. A failed run never reaches the pointer, so ``latest`` stays where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Iterator
+
+from plada_core.io import storage
+
+__all__ = [
+    "LockHeld",
+    "is_released",
+    "latest_url",
+    "promote",
+    "read_latest",
+    "read_release",
+    "release_url",
+    "task_lock",
+    "validate_name",
+    "version_url",
+    "write_release",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class LockHeld(RuntimeError):
+    """Another publish of the same task holds the lock."""
+
+
+def validate_name(kind: str, value: str) -> str:
+    """Task names and versions become path segments: letters, digits, '.', '_' and '-' only."""
+    if not isinstance(value, str) or not _NAME.match(value) or value in (".", ".."):
+        raise ValueError(
+            f"{kind} {value!r} is not a valid name: use 1-100 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
+    return value
+
+
+def _task_url(root: str, task: str) -> str:
+    return storage.join(root, "tasks", validate_name("task", task))
+
+
+def version_url(root: str, task: str, version: str) -> str:
+    return storage.join(_task_url(root, task), validate_name("version", version))
+
+
+def release_url(root: str, task: str, version: str) -> str:
+    return storage.join(version_url(root, task, version), "RELEASE.json")
+
+
+def latest_url(root: str, task: str) -> str:
+    return storage.join(_task_url(root, task), "latest.json")
+
+
+def is_released(root: str, task: str, version: str) -> bool:
+    return storage.exists(release_url(root, task, version))
+
+
+def read_release(root: str, task: str, version: str) -> dict:
+    return storage.read_json(release_url(root, task, version))
+
+
+def write_release(root: str, task: str, version: str, record: dict) -> str:
+    """Mark the version complete; call only after every other file of the version is written."""
+    return storage.write_json(release_url(root, task, version), {"task": task, "version": version, **record})
+
+
+def read_latest(root: str, task: str) -> dict | None:
+    url = latest_url(root, task)
+    return storage.read_json(url) if storage.exists(url) else None
+
+
+def promote(root: str, task: str, version: str) -> dict:
+    """Point ``latest`` at a released version (atomic replace of latest.json)."""
+    if not is_released(root, task, version):
+        raise RuntimeError(f"version {version!r} of task {task!r} is not released (no RELEASE.json): not promoting it")
+    record = {**read_release(root, task, version), "promoted_at": datetime.now(timezone.utc).isoformat()}
+    storage.write_json(latest_url(root, task), record)
+    return record
+
+
+def _try_create(url: str, body: bytes) -> bool:
+    """Create ``url`` only if absent. Local files: O_EXCL (atomic). Object stores: check-then-put, which is
+    racy; deployments therefore also set a Prefect concurrency limit of 1 per task (deployments/prefect.yaml)."""
+    fs, path = storage.get_fs(url)
+    if storage.to_url(url).startswith("file://"):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+        return True
+    if fs.exists(path):
+        return False
+    storage.write_bytes(url, body)
+    return True
+
+
+@contextmanager
+def task_lock(root: str, task: str, owner: str, wait_s: float = 0.0, poll_s: float = 1.0) -> Iterator[None]:
+    """Hold ``tasks/<task>/.lock`` for the block; wait up to ``wait_s`` for a holder to finish, then raise LockHeld."""
+    url = storage.join(_task_url(root, task), ".lock")
+    body = json.dumps({"owner": owner, "host": socket.gethostname(), "pid": os.getpid(),
+                       "since": datetime.now(timezone.utc).isoformat()}).encode()
+    deadline = time.monotonic() + wait_s
+    while not _try_create(url, body):
+        if time.monotonic() >= deadline:
+            holder = storage.read_bytes(url).decode(errors="replace") if storage.exists(url) else "?"
+            raise LockHeld(
+                f"another publish of task {task!r} is running (lock {url} held by {holder}). Wait for it to finish; "
+                "if its process is gone, delete the lock file."
+            )
+        time.sleep(poll_s)
+    try:
+        yield
+    finally:
+        storage.remove(url)

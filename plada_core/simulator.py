@@ -1,0 +1,182 @@
+"""An ImageNet-21K-shaped selection simulator, for payload work at the real scale.
+
+The real pool (14.2 M images) cannot live on these machines, and payload size depends almost entirely on
+*where* the kept images sit in the canonical order and *how* their labels repeat. This module draws
+selections with that structure, seeded and pure (no files, no global state), so codecs can be compared
+at 1 %, 0.5 % and 0.1 % keep of a pool shaped like ImageNet-21K.
+
+Assumptions, each a simplification of something real:
+
+- **Layout.** The pool is stored synset by synset (the fall-2011 release is one tar per synset), so the
+  canonical order is ``n_blocks`` contiguous class blocks; inside a block the order is unrelated to
+  content (file ids), so a selection inside one block looks like independent coin flips.
+- **Block sizes.** Ridnik et al. 2021 ("ImageNet-21K Pretraining for the Masses") report that dropping the
+  synsets with fewer than 500 images keeps 11,221 of 21,841 classes and about 13 M of the 14.2 M images.
+  So about half the blocks are "full" (500 to ~3,000 images, mean ~1,150) and half are a long tail
+  (1 to 499, mean ~110). Both halves are drawn (gamma-like and log-normal), then scaled to exactly
+  ``n_reference`` images.
+- **Target task.** ``n_classes`` target classes; each has a few relevant blocks (1 + Poisson(1.5)),
+  drawn size-weighted, because a natural target class (a bird species, an aircraft model) matches a
+  handful of well-populated synsets. Blocks are not shared between classes.
+- **Scores.** Selection keeps the highest relevance (the lowest energy). An image's relevance is
+  ``block mean + N(0, 1)``. Every block has a background mean ``N(0, 0.5)`` (some unrelated synsets look
+  more like the target than others); relevant blocks add ``3 * U(0.5, 1)``. At 1 % keep this keeps
+  roughly 70-90 % of the images from relevant blocks and the rest scattered over the pool, the way
+  energy selection leaks onto look-alike synsets. Keeps are the top-k overall (no Safety-Net quota), so
+  the three keep fractions are nested.
+- **Labels (teacher argmax).** Each block has a dominant predicted class and a purity: relevant blocks
+  predict their own class with purity U(0.75, 0.98); other blocks predict a random class with purity
+  U(0.3, 0.9), since a teacher labels look-alike images of one synset consistently. An impure label is,
+  with probability 0.7, one of three fixed confusable classes of the dominant one, else uniform.
+  Noise does not depend on the score (real teachers are cleaner on their most confident images, so
+  this errs towards harder-to-code labels).
+
+What it leaves out: near-duplicate images, Safety-Net quotas (they move a few images between classes,
+not the clustering), and correlation between neighbouring synsets (WordNet order puts related synsets
+close; ignoring it makes label coding slightly harder).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "IMAGENET21K_IMAGES",
+    "IMAGENET21K_SYNSETS",
+    "PoolLayout",
+    "SimulatedSelection",
+    "simulate_layout",
+    "simulate_selections",
+]
+
+IMAGENET21K_IMAGES = 14_197_122  # fall-2011 release
+IMAGENET21K_SYNSETS = 21_841
+_FULL_SHARE = 11_221 / 21_841  # synsets with >= 500 images (Ridnik et al. 2021)
+_RELEVANT_BOOST = 3.0
+_N_CONFUSABLE = 3
+_CONFUSABLE_SHARE = 0.7
+
+
+@dataclass(frozen=True, eq=False)
+class PoolLayout:
+    """Contiguous class blocks: block ``b`` holds pool indices ``[starts[b], starts[b] + sizes[b])``."""
+
+    starts: np.ndarray
+    sizes: np.ndarray
+
+    @property
+    def n_reference(self) -> int:
+        return int(self.starts[-1] + self.sizes[-1])
+
+
+@dataclass(frozen=True, eq=False)
+class SimulatedSelection:
+    """One simulated publish: sorted ``indices`` (int64) and their ``labels`` (int32)."""
+
+    indices: np.ndarray
+    labels: np.ndarray
+    n_reference: int
+    n_classes: int
+    keep: float
+
+    @property
+    def k(self) -> int:
+        return int(self.indices.size)
+
+
+def _raw_block_sizes(rng: np.random.Generator, n_blocks: int) -> np.ndarray:
+    """Unscaled sizes: a "full" half around 1,150 images and a long tail below 500."""
+    full = rng.random(n_blocks) < _FULL_SHARE
+    big = 500 + rng.gamma(shape=2.0, scale=325.0, size=n_blocks)  # mean 1,150, rarely above 3,000
+    small = np.clip(rng.lognormal(mean=np.log(60), sigma=1.1, size=n_blocks), 1, 499)
+    return np.where(full, big, small)
+
+
+def simulate_layout(
+    seed: int = 0, *, n_reference: int = IMAGENET21K_IMAGES, n_blocks: int = IMAGENET21K_SYNSETS
+) -> PoolLayout:
+    """Block sizes summing to exactly ``n_reference``, every block non-empty."""
+    if not 1 <= n_blocks <= n_reference:
+        raise ValueError(f"n_blocks must be in [1, n_reference={n_reference}], got {n_blocks}")
+    rng = np.random.default_rng([seed, 0])
+    raw = _raw_block_sizes(rng, n_blocks)
+    # one image per block first, the rest by largest remainder, so the total is exact and no block is empty
+    ideal = raw * ((n_reference - n_blocks) / raw.sum())
+    sizes = 1 + np.floor(ideal).astype(np.int64)
+    short = n_reference - int(sizes.sum())
+    sizes[np.argsort(np.floor(ideal) - ideal, kind="stable")[:short]] += 1
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    return PoolLayout(starts=starts, sizes=sizes)
+
+
+@dataclass(frozen=True, eq=False)
+class _Task:
+    block_mean: np.ndarray  # relevance mean per block
+    dominant: np.ndarray  # teacher's dominant predicted class per block
+    purity: np.ndarray  # P(label == dominant) per block
+    confusable: np.ndarray  # (n_classes, _N_CONFUSABLE) look-alike classes
+
+
+def _draw_task(rng: np.random.Generator, layout: PoolLayout, n_classes: int) -> _Task:
+    n_blocks = layout.sizes.size
+    block_mean = rng.normal(0.0, 0.5, n_blocks)
+    dominant = rng.integers(0, n_classes, n_blocks)
+    purity = rng.uniform(0.3, 0.9, n_blocks)
+    per_class = 1 + rng.poisson(1.5, n_classes)
+    n_relevant = min(int(per_class.sum()), n_blocks)
+    relevant = rng.choice(n_blocks, n_relevant, replace=False, p=layout.sizes / layout.sizes.sum())
+    owner = np.repeat(np.arange(n_classes), per_class)[:n_relevant]
+    block_mean[relevant] += _RELEVANT_BOOST * rng.uniform(0.5, 1.0, n_relevant)
+    dominant[relevant] = owner
+    purity[relevant] = rng.uniform(0.75, 0.98, n_relevant)
+    confusable = rng.integers(0, n_classes, (n_classes, _N_CONFUSABLE))
+    return _Task(block_mean, dominant, purity, confusable)
+
+
+def _labels(rng: np.random.Generator, task: _Task, blocks: np.ndarray, n_classes: int) -> np.ndarray:
+    dominant = task.dominant[blocks]
+    noisy = rng.random(blocks.size) >= task.purity[blocks]
+    confused = task.confusable[dominant, rng.integers(0, _N_CONFUSABLE, blocks.size)]
+    uniform = rng.integers(0, n_classes, blocks.size)
+    noise = np.where(rng.random(blocks.size) < _CONFUSABLE_SHARE, confused, uniform)
+    return np.where(noisy, noise, dominant).astype(np.int32)
+
+
+def simulate_selections(
+    keeps: tuple[float, ...] = (0.01, 0.005, 0.001),
+    *,
+    n_classes: int = 100,
+    seed: int = 0,
+    layout: PoolLayout | None = None,
+) -> dict[float, SimulatedSelection]:
+    """Nested top-k selections of one simulated task, one per keep fraction in (0, 1].
+
+    Draws one relevance score per pool image (float32, ~57 MB at full scale), keeps the top
+    ``round(keep * N)`` and labels them. Pass a small ``layout`` (``simulate_layout(n_reference=...)``)
+    for fast tests; the default is the full ImageNet-21K shape.
+    """
+    if any(not 0 < keep <= 1 for keep in keeps):
+        raise ValueError(f"every keep must be a fraction in (0, 1], got {keeps}")
+    if not 1 <= n_classes <= 1_000_000:
+        raise ValueError(f"n_classes must be in [1, 1000000], got {n_classes}")
+    layout = simulate_layout(seed) if layout is None else layout
+    n = layout.n_reference
+    rng = np.random.default_rng([seed, 1])
+    task = _draw_task(rng, layout, n_classes)
+    scores = rng.standard_normal(n, dtype=np.float32)
+    scores += np.repeat(task.block_mean.astype(np.float32), layout.sizes)
+    k_max = max(round(keep * n) for keep in keeps)
+    top = np.argpartition(-scores, k_max - 1)[:k_max] if k_max < n else np.arange(n)
+    ranked = top[np.lexsort((top, -scores[top]))]  # best first, ties by index: nested and deterministic
+    blocks = np.searchsorted(layout.starts, ranked, side="right") - 1
+    labels = _labels(rng, task, blocks, n_classes)  # drawn once for the largest keep: nested keeps agree
+    selections = {}
+    for keep in keeps:
+        k = round(keep * n)
+        order = np.argsort(ranked[:k], kind="stable")
+        selections[keep] = SimulatedSelection(
+            ranked[:k][order].astype(np.int64), labels[:k][order], n, n_classes, keep
+        )
+    return selections

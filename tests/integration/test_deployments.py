@@ -1,0 +1,154 @@
+"""Deployments against a real Prefect server: deploy, trigger publish as the UI would, watch the student follow.
+
+Starts `prefect server start` on loopback and a `process` worker as subprocesses, and stops both by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from plada_core.io import pool
+from plada_core.io.sources import open_source
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"prefect server at {url} not healthy after {timeout}s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGINT twice (a worker ignores the first while it drains), then SIGKILL the process group."""
+    if proc.poll() is not None:
+        return
+    for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM):
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, tiny_npz):
+    home = tmp_path_factory.mktemp("prefect-home")
+    root = tmp_path_factory.mktemp("releases")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api, "DO_NOT_TRACK": "1",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "2",
+           "PREFECT_UI_ENABLED": "false", "PLADA_TORCH_THREADS": "1",
+           "PLADA_TASK": "tiny-digits", "PLADA_ROOT": str(root / "store"),
+           "PLADA_REFERENCE_URL": str(root / "pool"), "PLADA_TARGET_TRAIN": tiny_npz["train"],
+           "PLADA_TARGET_TEST": tiny_npz["test"]}
+    pool.build_reference([open_source(tiny_npz["pool"])], env["PLADA_REFERENCE_URL"], shard_size=128, progress=False)
+    logs = {name: open(home / f"{name}.log", "w") for name in ("server", "worker")}
+    server = subprocess.Popen([BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=logs["server"], stderr=subprocess.STDOUT, start_new_session=True)
+    procs = [server]
+    try:
+        _wait_healthy(api, server)
+        run = lambda *args: subprocess.run([BIN / "prefect", *args], env=env, cwd=ROOT, capture_output=True,  # noqa: E731
+                                           text=True, timeout=180)
+        created = run("work-pool", "create", "plada-local", "--type", "process")
+        assert created.returncode == 0, created.stdout + created.stderr
+        deployed = run("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        worker = subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "plada-local"], env=env, cwd=ROOT,
+                                  stdout=logs["worker"], stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(worker)
+        yield {"env": env, "run": run, "root": env["PLADA_ROOT"], "home": home}
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        for f in logs.values():
+            f.close()
+
+
+def _client_call(env: dict, code: str) -> object:
+    """Run an async PrefectClient snippet in a subprocess (keeps this process free of a second API context)."""
+    script = (
+        "import asyncio, json\nfrom prefect.client.orchestration import get_client\n"
+        "async def main():\n    async with get_client() as client:\n"
+        + "\n".join("        " + line for line in code.splitlines())
+        + "\nprint(json.dumps(asyncio.run(main()), default=str))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+RUNS = """
+runs = await client.read_flow_runs()
+return [{"id": str(r.id), "name": r.name, "flow_id": str(r.flow_id), "state": r.state_type.value,
+         "parameters": r.parameters, "deployment_id": str(r.deployment_id)} for r in runs]
+"""
+FLOWS = "return {str(f.id): f.name for f in await client.read_flows()}"
+ARTIFACTS = "return [a.key for a in await client.read_artifacts()]"
+
+
+def _wait_for(env: dict, flow_name: str, timeout: float = 420) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        names = _client_call(env, FLOWS)
+        runs = [r for r in _client_call(env, RUNS) if names.get(r["flow_id"]) == flow_name]
+        done = [r for r in runs if r["state"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")]
+        if done:
+            return done[0]
+        time.sleep(3)
+    raise TimeoutError(f"no finished {flow_name!r} run after {timeout}s")
+
+
+def test_bad_parameters_are_refused_before_any_work(stack):
+    bad = json.dumps({"task": "no spaces allowed", "root_url": "x", "reference_url": "x", "target_train": "x",
+                      "target_test": "x"})
+    out = stack["run"]("deployment", "run", "publish-task/publish", "--param", f"request={bad}")
+    print("BADPARAM", out.returncode, out.stdout, out.stderr)
+    assert out.returncode != 0
+
+
+def test_triggered_publish_then_student(stack):
+    out = stack["run"]("deployment", "run", "publish-task/publish")
+    assert out.returncode == 0, out.stdout + out.stderr
+    publish = _wait_for(stack["env"], "publish-task")
+    assert publish["state"] == "COMPLETED", (stack["home"] / "worker.log").read_text()[-3000:]
+    latest = json.loads((Path(stack["root"]) / "tasks" / "tiny-digits" / "latest.json").read_text())
+    assert Path(latest["payload_url"].removeprefix("file://")).exists()
+
+    student = _wait_for(stack["env"], "train-student-release")
+    assert student["state"] == "COMPLETED", (stack["home"] / "worker.log").read_text()[-3000:]
+    assert student["parameters"]["payload_url"] == latest["payload_url"]
+    assert student["parameters"]["publish_flow_run_id"] == publish["id"]
+    keys = set(_client_call(stack["env"], ARTIFACTS))
+    assert {"plada-publish", "plada-student"} <= keys
