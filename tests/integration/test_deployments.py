@@ -134,8 +134,8 @@ def test_bad_parameters_are_refused_before_any_work(stack):
     bad = json.dumps({"task": "no spaces allowed", "root_url": "x", "reference_url": "x", "target_train": "x",
                       "target_test": "x"})
     out = stack["run"]("deployment", "run", "publish-task/publish", "--param", f"request={bad}")
-    print("BADPARAM", out.returncode, out.stdout, out.stderr)
     assert out.returncode != 0
+    assert "Validation failed for field 'request.task'" in " ".join((out.stdout + out.stderr).split())
 
 
 def test_triggered_publish_then_student(stack):
