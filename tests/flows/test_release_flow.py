@@ -1,0 +1,61 @@
+"""Versioned publishing: idempotent re-runs, failures leave ``latest`` alone, concurrent runs are excluded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flows.params import PreprocessParams, PublishRequest
+from flows.release import publish_task
+from plada_core.io import pool, releases
+from plada_core.io.sources import open_source
+
+
+@pytest.fixture(scope="module")
+def request_for(tiny_npz, tmp_path_factory):
+    root = tmp_path_factory.mktemp("rel")
+    pool.build_reference([open_source(tiny_npz["pool"])], str(root / "pool"), shard_size=128, progress=False)
+
+    def make(**overrides) -> PublishRequest:
+        fields = dict(task="tiny", version="v1", root_url=str(root / "store"), reference_url=str(root / "pool"),
+                      target_train=tiny_npz["train"], target_test=tiny_npz["test"], teacher_epochs=3, keep=0.2,
+                      preprocess=PreprocessParams(image_size=8))
+        return PublishRequest(**{**fields, **overrides})
+
+    return make
+
+
+def test_release_then_idempotent_rerun(prefect_server, request_for):
+    req = request_for()
+    first = publish_task(req)
+    latest = releases.read_latest(req.root_url, "tiny")
+    assert latest["version"] == "v1" and latest["payload_url"] == first["payload_url"]
+    release_file = releases.release_url(req.root_url, "tiny", "v1").removeprefix("file://")
+    before = open(release_file).read()
+    again = publish_task(req)
+    assert again["payload_url"] == first["payload_url"] and open(release_file).read() == before
+
+
+def test_failed_run_leaves_latest_where_it_was(prefect_server, request_for):
+    publish_task(request_for())
+    before = releases.read_latest(request_for().root_url, "tiny")
+    with pytest.raises(Exception, match="nope.npz"):
+        publish_task(request_for(version="v2", target_train="npz:/nonexistent/nope.npz"))
+    assert releases.read_latest(request_for().root_url, "tiny")["version"] == before["version"]
+    assert not releases.is_released(request_for().root_url, "tiny", "v2")
+
+
+def test_run_waits_out_or_refuses_a_held_lock(prefect_server, request_for):
+    req = request_for(version="v3")
+    with releases.task_lock(req.root_url, "tiny", owner="nightly"):
+        with pytest.raises(releases.LockHeld, match="nightly"):
+            publish_task(req, lock_wait_s=0)
+    assert not releases.is_released(req.root_url, "tiny", "v3")
+
+
+def test_bad_request_names_the_field():
+    with pytest.raises(ValueError, match="keep"):
+        PublishRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b", keep=2.5)
+    with pytest.raises(ValueError, match="task"):
+        PublishRequest(task="bad name", root_url="r", reference_url="r", target_train="a", target_test="b")
