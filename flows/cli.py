@@ -78,8 +78,26 @@ def _add_model_args(p: argparse.ArgumentParser, prefix: str, model: str, epochs:
 def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=16, help="side of the square model input (default 16)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1 = grayscale, 3 = RGB")
-    p.add_argument("--crop", choices=("none", "content"), default="none",
-                   help="'content' crops to the object's bounding box first (dark-background data)")
+    p.add_argument(
+        "--crop",
+        choices=("none", "content"),
+        default="none",
+        help="'content' crops to the object's bounding box first (dark-background data)",
+    )
+
+
+def _add_runner_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runner", choices=("threads", "dask"), default="threads", help="where shard scoring runs")
+    p.add_argument("--workers", type=int, default=2, help="scoring threads or local Dask worker processes")
+    p.add_argument("--dask-address", default=None, help="tcp://host:8786 of an existing Dask cluster")
+
+
+def _runner(args):
+    from flows.runners import RunnerSpec
+
+    # Scoring tasks run side by side: give each its share of the cores (Dask workers inherit the env).
+    os.environ.setdefault("PLADA_SCORING_THREADS", str(max(1, (os.cpu_count() or 1) // args.workers)))
+    return RunnerSpec(kind=args.runner, workers=args.workers, address=args.dask_address)
 
 
 def _add_selection_args(p: argparse.ArgumentParser, keep: float = 0.1) -> None:
@@ -97,7 +115,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     ref = sub.add_parser("reference", help="reference pool commands").add_subparsers(dest="ref_command", required=True)
     build = ref.add_parser("build", help="turn image sources into webdataset shards + index.parquet + reference.json")
-    build.add_argument("--source", action="append", required=True, help="source spec (repeatable), e.g. mnist5k, npz:PATH")
+    build.add_argument(
+        "--source", action="append", required=True, help="source spec (repeatable), e.g. mnist5k, npz:PATH"
+    )
     build.add_argument("--out", required=True, help="output URL (path, file://, s3://)")
     build.add_argument("--shard-size", type=int, default=4096)
 
@@ -110,6 +130,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard-size", type=int, default=4096)
     run.add_argument("--teacher-checkpoint", default=None, help="load this checkpoint instead of training")
     _add_selection_args(run)
+    _add_runner_args(run)
     _add_preprocess_args(run)
     _add_model_args(run, "teacher", "plada_cnn", 30)
     _add_model_args(run, "student", "plada_cnn", 30)
@@ -122,6 +143,7 @@ def _build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--seed", type=int, default=0)
     pub.add_argument("--teacher-checkpoint", default=None)
     _add_selection_args(pub)
+    _add_runner_args(pub)
     _add_preprocess_args(pub)
     _add_model_args(pub, "teacher", "plada_cnn", 30)
 
@@ -144,7 +166,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _train_cfg(args, prefix: str) -> TrainConfig:
     get = lambda name: getattr(args, f"{prefix}_{name}")  # noqa: E731
-    return TrainConfig(model=get("model"), epochs=get("epochs"), lr=get("lr"), batch_size=get("batch_size"), seed=args.seed)
+    return TrainConfig(
+        model=get("model"), epochs=get("epochs"), lr=get("lr"), batch_size=get("batch_size"), seed=args.seed
+    )
 
 
 def _preprocess_cfg(args) -> PreprocessConfig:
@@ -152,8 +176,9 @@ def _preprocess_cfg(args) -> PreprocessConfig:
 
 
 def _selection_cfg(args) -> SelectionConfig:
-    return SelectionConfig(selector=args.selector, keep=args.keep, safety_net=args.safety_net, alpha=args.alpha,
-                           seed=args.seed)
+    return SelectionConfig(
+        selector=args.selector, keep=args.keep, safety_net=args.safety_net, alpha=args.alpha, seed=args.seed
+    )
 
 
 def _scoring_cfg(args) -> ScoringConfig:
@@ -171,19 +196,40 @@ def _cmd_run(args) -> dict:
     from flows.run import plada_run
 
     preprocess = _preprocess_cfg(args)
-    teacher = TeacherConfig(train=_train_cfg(args, "teacher"), preprocess=preprocess, checkpoint=args.teacher_checkpoint)
+    teacher = TeacherConfig(
+        train=_train_cfg(args, "teacher"), preprocess=preprocess, checkpoint=args.teacher_checkpoint
+    )
     student = StudentConfig(train=_train_cfg(args, "student"), preprocess=preprocess)
-    return plada_run(args.reference, args.target_train, args.target_test, args.out, teacher, _scoring_cfg(args),
-                     _selection_cfg(args), student, args.shard_size)
+    return plada_run(
+        args.reference,
+        args.target_train,
+        args.target_test,
+        args.out,
+        teacher,
+        _scoring_cfg(args),
+        _selection_cfg(args),
+        student,
+        args.shard_size,
+        _runner(args),
+    )
 
 
 def _cmd_publish(args) -> dict:
     from flows.publish import publish
+    from flows.runners import make_task_runner
 
-    teacher = TeacherConfig(train=_train_cfg(args, "teacher"), preprocess=_preprocess_cfg(args),
-                            checkpoint=args.teacher_checkpoint)
-    out = publish(args.reference_url, args.target_train, args.target_test, args.out, teacher, _scoring_cfg(args),
-                  _selection_cfg(args))
+    teacher = TeacherConfig(
+        train=_train_cfg(args, "teacher"), preprocess=_preprocess_cfg(args), checkpoint=args.teacher_checkpoint
+    )
+    out = publish.with_options(task_runner=make_task_runner(_runner(args)))(
+        args.reference_url,
+        args.target_train,
+        args.target_test,
+        args.out,
+        teacher,
+        _scoring_cfg(args),
+        _selection_cfg(args),
+    )
     return {k: v for k, v in out.items() if k != "score_urls"}
 
 
@@ -211,13 +257,19 @@ def _cmd_demo(args) -> dict:
     pair = PAIRS[args.pair]
     references = pair["references"] + [s for s in pair["optional_references"] if _available(s)]
     preprocess = pair["preprocess"]
-    teacher = TeacherConfig(train=TrainConfig(model=pair["teacher_model"], epochs=pair["teacher_epochs"], seed=args.seed),
-                            preprocess=preprocess)
-    student = StudentConfig(train=TrainConfig(model=pair["student_model"], epochs=pair["student_epochs"], seed=args.seed),
-                            preprocess=preprocess)
+    teacher = TeacherConfig(
+        train=TrainConfig(model=pair["teacher_model"], epochs=pair["teacher_epochs"], seed=args.seed),
+        preprocess=preprocess,
+    )
+    student = StudentConfig(
+        train=TrainConfig(model=pair["student_model"], epochs=pair["student_epochs"], seed=args.seed),
+        preprocess=preprocess,
+    )
     selection = SelectionConfig(keep=args.keep if args.keep is not None else pair["keep"], seed=args.seed)
-    return plada_run(references, pair["target_train"], pair["target_test"], args.out, teacher, ScoringConfig(),
-                     selection, student)
+    os.environ.setdefault("PLADA_SCORING_THREADS", str(max(1, (os.cpu_count() or 1) // 2)))
+    return plada_run(
+        references, pair["target_train"], pair["target_test"], args.out, teacher, ScoringConfig(), selection, student
+    )
 
 
 COMMANDS = {

@@ -43,7 +43,8 @@ class PublishRequest(BaseModel):
 
     task: str = Field(..., pattern=NAME_PATTERN, description="Task name: a path segment of the release URL.")
     version: str | None = Field(
-        None, pattern=NAME_PATTERN,
+        None,
+        pattern=NAME_PATTERN,
         description="Release version. Empty: the run's scheduled date (YYYY-MM-DD), so re-running a night is idempotent.",
     )
     root_url: str = Field(..., min_length=1, description="Where releases live (path, file:// or s3:// URL).")
@@ -78,8 +79,9 @@ class PublishRequest(BaseModel):
         return ScoringConfig(temperature=self.temperature, max_drop_rate=self.max_drop_rate)
 
     def selection_config(self) -> SelectionConfig:
-        return SelectionConfig(selector=self.selector, keep=self.keep, safety_net=self.safety_net, alpha=self.alpha,
-                               seed=self.seed)
+        return SelectionConfig(
+            selector=self.selector, keep=self.keep, safety_net=self.safety_net, alpha=self.alpha, seed=self.seed
+        )
 
 
 class StudentRequest(BaseModel):
@@ -95,5 +97,7 @@ class StudentRequest(BaseModel):
     preprocess: PreprocessParams = Field(default_factory=PreprocessParams)
 
     def to_config(self) -> StudentConfig:
-        train = TrainConfig(model=self.model, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed)
+        train = TrainConfig(
+            model=self.model, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed
+        )
         return StudentConfig(train=train, preprocess=self.preprocess.to_config())

@@ -34,10 +34,20 @@ def publish(
     teacher_s = time.perf_counter() - start
     shards = plan_shards(reference_url)
     futures = score_shard.map(
-        [s["url"] for s in shards], [s["n"] for s in shards], unmapped(teacher_url), unmapped(out_url), unmapped(scoring)
+        [s["url"] for s in shards],
+        [s["n"] for s in shards],
+        unmapped(teacher_url),
+        unmapped(out_url),
+        unmapped(scoring),
     )
     score_urls = futures.result()
     scoring_s = time.perf_counter() - start - teacher_s
-    summary = select_and_encode(score_urls, reference_url, teacher_url, out_url, selection, scoring.max_drop_rate, codec)
-    wall_s = {"teacher": teacher_s, "scoring": scoring_s, "selection": time.perf_counter() - start - teacher_s - scoring_s}
+    summary = select_and_encode(
+        score_urls, reference_url, teacher_url, out_url, selection, scoring.max_drop_rate, codec
+    )
+    wall_s = {
+        "teacher": teacher_s,
+        "scoring": scoring_s,
+        "selection": time.perf_counter() - start - teacher_s - scoring_s,
+    }
     return {**summary, "teacher_url": teacher_url, "score_urls": score_urls, "wall_s": wall_s}

@@ -15,8 +15,8 @@ from plada_core.io.storage import join
 from tasks.publish_report import write_publish_report
 from tasks.release import announce_release, finish_release
 from tasks.select import select_and_encode
-from tasks.student_report import write_student_report
 from tasks.student import train_student
+from tasks.student_report import write_student_report
 
 
 def _default_version() -> str:
@@ -34,17 +34,36 @@ def publish_task(request: PublishRequest, lock_wait_s: float = 3600.0) -> dict:
         if releases.is_released(request.root_url, request.task, version):
             record = releases.read_release(request.root_url, request.task, version)  # idempotent re-run
         else:
-            published = publish(request.reference_url, request.target_train, request.target_test, out_url,
-                                request.teacher_config(), request.scoring_config(), request.selection_config())
-            random_cfg = dataclasses.replace(request.selection_config(), selector="random",
-                                             keep=published["n_kept"], safety_net=False)
-            baseline = select_and_encode(published["score_urls"], request.reference_url, published["teacher_url"],
-                                         join(out_url, "baseline-random"), random_cfg, request.max_drop_rate)
+            published = publish(
+                request.reference_url,
+                request.target_train,
+                request.target_test,
+                out_url,
+                request.teacher_config(),
+                request.scoring_config(),
+                request.selection_config(),
+            )
+            random_cfg = dataclasses.replace(
+                request.selection_config(), selector="random", keep=published["n_kept"], safety_net=False
+            )
+            baseline = select_and_encode(
+                published["score_urls"],
+                request.reference_url,
+                published["teacher_url"],
+                join(out_url, "baseline-random"),
+                random_cfg,
+                request.max_drop_rate,
+            )
             report = write_publish_report(out_url, published, baseline, request.model_dump())
-            record = {"url": out_url, "payload_url": report["payload_url"],
-                      "random_payload_url": report["random_payload_url"], "reference_url": request.reference_url,
-                      "target_test": request.target_test, "publish_flow_run_id": str(runtime.flow_run.id),
-                      "report": report}
+            record = {
+                "url": out_url,
+                "payload_url": report["payload_url"],
+                "random_payload_url": report["random_payload_url"],
+                "reference_url": request.reference_url,
+                "target_test": request.target_test,
+                "publish_flow_run_id": str(runtime.flow_run.id),
+                "report": report,
+            }
         record = finish_release(request.root_url, request.task, version, record)
     announce_release(record)
     return record
@@ -52,8 +71,12 @@ def publish_task(request: PublishRequest, lock_wait_s: float = 3600.0) -> dict:
 
 @flow(name="train-student-release")
 def train_student_release(
-    payload_url: str, reference_url: str, target_test: str, random_payload_url: str | None = None,
-    publish_flow_run_id: str | None = None, student: StudentRequest = StudentRequest(),
+    payload_url: str,
+    reference_url: str,
+    target_test: str,
+    random_payload_url: str | None = None,
+    publish_flow_run_id: str | None = None,
+    student: StudentRequest = StudentRequest(),
 ) -> dict:
     """Train the client's student on a published payload (and on its random baseline when given) and report."""
     base = payload_url.rsplit("/", 1)[0]
@@ -61,6 +84,7 @@ def train_student_release(
     metrics = train_student(payload_url, reference_url, target_test, join(base, "students", tag), student.to_config())
     random_metrics = None
     if random_payload_url:
-        random_metrics = train_student(random_payload_url, reference_url, target_test,
-                                       join(base, "students", f"{tag}-random"), student.to_config())
+        random_metrics = train_student(
+            random_payload_url, reference_url, target_test, join(base, "students", f"{tag}-random"), student.to_config()
+        )
     return write_student_report(join(base, "students", tag), metrics, random_metrics, publish_flow_run_id)

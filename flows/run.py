@@ -8,6 +8,7 @@ import time
 from prefect import flow
 
 from flows.publish import publish
+from flows.runners import RunnerSpec, make_task_runner
 from flows.train_student import train_student
 from plada_core.config import StudentConfig, TeacherConfig
 from plada_core.io.storage import join
@@ -29,6 +30,7 @@ def plada_run(
     selection: SelectionConfig = SelectionConfig(),
     student: StudentConfig = StudentConfig(),
     shard_size: int = 4096,
+    runner: RunnerSpec = RunnerSpec(),
 ) -> dict:
     """Run PLADA end to end and write ``report.json`` / ``report.md`` under ``out_url``."""
     times, clock = {}, time.perf_counter()
@@ -40,16 +42,28 @@ def plada_run(
 
     reference_url = build_reference_pool(references, join(out_url, "reference"), shard_size)
     lap("reference")
-    published = publish(reference_url, target_train, target_test, join(out_url, "publish"), teacher, scoring, selection)
+    published = publish.with_options(task_runner=make_task_runner(runner))(
+        reference_url, target_train, target_test, join(out_url, "publish"), teacher, scoring, selection
+    )
     lap("publish")
     times.update({f"publish.{k}": v for k, v in published["wall_s"].items()})
     # The baseline: same size, same seed, uniform over the pool, no Safety-Net.
     random_cfg = dataclasses.replace(selection, selector="random", keep=published["n_kept"], safety_net=False)
-    baseline = select_and_encode(published["score_urls"], reference_url, published["teacher_url"],
-                                 join(out_url, "baseline-random"), random_cfg, scoring.max_drop_rate)
+    baseline = select_and_encode(
+        published["score_urls"],
+        reference_url,
+        published["teacher_url"],
+        join(out_url, "baseline-random"),
+        random_cfg,
+        scoring.max_drop_rate,
+    )
     lap("random_selection")
     plada_student = train_student(published["payload"], reference_url, target_test, join(out_url, "student"), student)
     lap("student")
-    random_student = train_student(baseline["payload"], reference_url, target_test, join(out_url, "student-random"), student)
+    random_student = train_student(
+        baseline["payload"], reference_url, target_test, join(out_url, "student-random"), student
+    )
     lap("random_student")
-    return write_report(out_url, reference_url, published["teacher_url"], published, plada_student, random_student, times)
+    return write_report(
+        out_url, reference_url, published["teacher_url"], published, plada_student, random_student, times
+    )

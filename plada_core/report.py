@@ -5,12 +5,21 @@ from __future__ import annotations
 __all__ = ["REPORT_KEYS", "build_report", "report_markdown", "report_rows"]
 
 REPORT_KEYS = (
-    "teacher_acc", "student_acc", "random_acc", "n_reference", "n_kept", "payload_bytes",
-    "selector", "keep", "reference_fingerprint",
+    "teacher_acc",
+    "student_acc",
+    "random_acc",
+    "n_reference",
+    "n_kept",
+    "payload_bytes",
+    "selector",
+    "keep",
+    "reference_fingerprint",
 )
 
 
-def build_report(teacher: dict, selection: dict, student: dict, random_student: dict, ref: dict, times: dict, **extra) -> dict:
+def build_report(
+    teacher: dict, selection: dict, student: dict, random_student: dict, ref: dict, times: dict, **extra
+) -> dict:
     """Flatten the stage outputs into the report; ``times`` maps stage name → wall seconds."""
     return {
         "teacher_acc": teacher.get("test_acc"),
@@ -50,6 +59,9 @@ def _fmt(value) -> str:
 def report_markdown(report: dict, title: str = "PLADA run") -> str:
     lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
     lines += [f"| {row['metric']} | {_fmt(row['value'])} |" for row in report_rows(report)]
-    lines += ["", f"`random_acc` is the same student recipe trained on a random selection of the same size "
-              f"({report['n_kept']} images) with the same seed."]
+    lines += [
+        "",
+        f"`random_acc` is the same student recipe trained on a random selection of the same size "
+        f"({report['n_kept']} images) with the same seed.",
+    ]
     return "\n".join(lines) + "\n"

@@ -121,7 +121,7 @@ class _Task:
 
 def _draw_task(rng: np.random.Generator, layout: PoolLayout, n_classes: int) -> _Task:
     n_blocks = layout.sizes.size
-    block_mean = rng.normal(0.0, 1.0, n_blocks)
+    block_mean = rng.normal(0.0, 0.8, n_blocks)
     dominant = rng.integers(0, n_classes, n_blocks)
     purity = rng.uniform(0.3, 0.9, n_blocks)
     per_class = 1 + rng.poisson(1.5, n_classes)

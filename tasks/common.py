@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
-from prefect.logging import get_run_logger
 from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
 
 from plada_core.datasets import labelled_tensors
 from plada_core.images import PreprocessConfig
@@ -24,9 +24,14 @@ def logger() -> logging.Logger:
         return logging.getLogger("plada")
 
 
-def setup_torch() -> None:
-    """Threads per task from PLADA_TORCH_THREADS (flows set it to cores / parallel tasks)."""
-    configure_torch(int(os.environ.get("PLADA_TORCH_THREADS", "0")) or None)
+def setup_torch(parallel: bool = False) -> None:
+    """Pin torch threads: all cores for training, ``PLADA_SCORING_THREADS`` for tasks that run side by side
+    (the CLI sets it to cores / workers: oversubscribed OpenMP threads were 10-70x slower on small ops).
+    ``PLADA_TORCH_THREADS`` overrides both."""
+    default = os.cpu_count() or 1
+    if parallel:
+        default = int(os.environ.get("PLADA_SCORING_THREADS", default))
+    configure_torch(int(os.environ.get("PLADA_TORCH_THREADS", default)))
 
 
 def load_split(spec: str, cfg: PreprocessConfig):

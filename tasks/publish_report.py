@@ -14,22 +14,30 @@ def write_publish_report(out_url: str, published: dict, baseline: dict, request:
     """Write ``publish_report.json`` and publish a table artifact; returns the report."""
     _, teacher = checkpoints.load_checkpoint(published["teacher_url"])
     report = {
-        "teacher_acc": teacher.get("test_acc"), "teacher_model": teacher.get("model"),
-        "n_reference": published["n_reference"], "n_kept": published["n_kept"],
-        "keep_reached": published["n_kept"] / published["n_reference"], "payload_bytes": published["payload_bytes"],
-        "selector": published["selection"]["selector"], "safety_net": published["selection"]["safety_net"],
-        "n_dropped": published["drops"]["n_dropped"], "payload_url": published["payload"],
-        "random_payload_url": baseline["payload"], "wall_s": {k: round(v, 2) for k, v in published["wall_s"].items()},
+        "teacher_acc": teacher.get("test_acc"),
+        "teacher_model": teacher.get("model"),
+        "n_reference": published["n_reference"],
+        "n_kept": published["n_kept"],
+        "keep_reached": published["n_kept"] / published["n_reference"],
+        "payload_bytes": published["payload_bytes"],
+        "selector": published["selection"]["selector"],
+        "safety_net": published["selection"]["safety_net"],
+        "n_dropped": published["drops"]["n_dropped"],
+        "payload_url": published["payload"],
+        "random_payload_url": baseline["payload"],
+        "wall_s": {k: round(v, 2) for k, v in published["wall_s"].items()},
         "request": request,
     }
     storage.write_json(storage.join(out_url, "publish_report.json"), report)
-    rows = [{"metric": k, "value": str(report[k])} for k in
-            ("teacher_acc", "n_reference", "n_kept", "keep_reached", "payload_bytes", "selector", "payload_url")]
+    rows = [
+        {"metric": k, "value": str(report[k])}
+        for k in ("teacher_acc", "n_reference", "n_kept", "keep_reached", "payload_bytes", "selector", "payload_url")
+    ]
     create_table_artifact(key="plada-publish", table=rows, description=f"Release at {out_url}")
     create_markdown_artifact(
         key="plada-publish-md",
         markdown=f"# Published `{out_url}`\n\nPayload: `{report['payload_url']}` ({report['payload_bytes']} bytes, "
-                 f"{report['n_kept']} of {report['n_reference']} images). Teacher accuracy {report['teacher_acc']:.4f}.\n"
-                 "Student accuracy appears on the triggered **train-student** run.\n",
+        f"{report['n_kept']} of {report['n_reference']} images). Teacher accuracy {report['teacher_acc']:.4f}.\n"
+        "Student accuracy appears on the triggered **train-student** run.\n",
     )
     return report

@@ -24,5 +24,10 @@ def build_reference_pool(specs: list[str], out_url: str, shard_size: int = 4096)
         )
     sources = [open_source(spec) for spec in specs]
     ref = pool.build_reference(sources, out_url, shard_size=shard_size)
-    logger().info("built reference pool: %d images in %d shards, fingerprint %s", ref["n"], len(ref["shards"]), ref["fingerprint"][:12])
+    logger().info(
+        "built reference pool: %d images in %d shards, fingerprint %s",
+        ref["n"],
+        len(ref["shards"]),
+        ref["fingerprint"][:12],
+    )
     return out_url

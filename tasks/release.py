@@ -23,8 +23,21 @@ def announce_release(record: dict) -> None:
     """Emit ``plada.release.published``; the train-student deployment's trigger listens for it."""
     emit_event(
         event=RELEASE_EVENT,
-        resource={"prefect.resource.id": f"plada.task.{record['task']}.{record['version']}",
-                  "prefect.resource.name": f"{record['task']}/{record['version']}"},
-        payload={k: record[k] for k in ("task", "version", "url", "payload_url", "random_payload_url",
-                                        "reference_url", "target_test", "publish_flow_run_id")},
+        resource={
+            "prefect.resource.id": f"plada.task.{record['task']}.{record['version']}",
+            "prefect.resource.name": f"{record['task']}/{record['version']}",
+        },
+        payload={
+            k: record[k]
+            for k in (
+                "task",
+                "version",
+                "url",
+                "payload_url",
+                "random_payload_url",
+                "reference_url",
+                "target_test",
+                "publish_flow_run_id",
+            )
+        },
     )

@@ -12,7 +12,12 @@ from plada_core.report import build_report, report_markdown, report_rows
 
 @task(cache_policy=NO_CACHE)
 def write_report(
-    out_url: str, reference_url: str, teacher_url: str, selection: dict, student: dict, random_student: dict,
+    out_url: str,
+    reference_url: str,
+    teacher_url: str,
+    selection: dict,
+    student: dict,
+    random_student: dict,
     times: dict,
 ) -> dict:
     _, teacher = checkpoints.load_checkpoint(teacher_url)
@@ -20,7 +25,10 @@ def write_report(
     markdown = report_markdown(report)
     storage.write_json(storage.join(out_url, "report.json"), report)
     storage.write_bytes(storage.join(out_url, "report.md"), markdown.encode())
-    create_table_artifact(key="plada-report", table=[{k: str(v) for k, v in r.items()} for r in report_rows(report)],
-                          description="PLADA run: accuracy (with random baseline), payload size, wall times")
+    create_table_artifact(
+        key="plada-report",
+        table=[{k: str(v) for k, v in r.items()} for r in report_rows(report)],
+        description="PLADA run: accuracy (with random baseline), payload size, wall times",
+    )
     create_markdown_artifact(key="plada-report-md", markdown=markdown)
     return report

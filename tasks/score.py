@@ -44,18 +44,29 @@ def score_shard(shard_url: str, expected_n: int, teacher_url: str, out_url: str,
     url = scores_url(out_url, shard_url)
     if storage.exists(url):
         return url  # written atomically, so presence means complete
-    setup_torch()
+    setup_torch(parallel=True)
     start = time.perf_counter()
     model, preprocess = _teacher(teacher_url)
     stats = pool.ReadStats()
     result = score_stream(model, pool.iter_shard(shard_url, stats), decode_image, preprocess, cfg)
     n_scored = len(result.frame)
     meta = {
-        "shard": shard_url, "teacher": teacher_url, "expected": expected_n, "n_seen": result.n_seen,
-        "n_scored": n_scored, "n_dropped": expected_n - n_scored, "undecodable": result.dropped,
-        "read_errors": stats.errors, "wall_s": round(time.perf_counter() - start, 3),
+        "shard": shard_url,
+        "teacher": teacher_url,
+        "expected": expected_n,
+        "n_seen": result.n_seen,
+        "n_scored": n_scored,
+        "n_dropped": expected_n - n_scored,
+        "undecodable": result.dropped,
+        "read_errors": stats.errors,
+        "wall_s": round(time.perf_counter() - start, 3),
     }
     if meta["n_dropped"]:
-        logger().warning("%s: %d of %d images could not be scored (%s)", shard_url, meta["n_dropped"], expected_n,
-                         (stats.errors + [d["reason"] for d in result.dropped])[:3])
+        logger().warning(
+            "%s: %d of %d images could not be scored (%s)",
+            shard_url,
+            meta["n_dropped"],
+            expected_n,
+            (stats.errors + [d["reason"] for d in result.dropped])[:3],
+        )
     return tables.write_frame(result.frame, url, metadata=meta)

@@ -42,8 +42,13 @@ def _check_drop_rate(drops: dict, max_drop_rate: float) -> None:
 
 @task(cache_policy=NO_CACHE)
 def select_and_encode(
-    score_urls: list[str], reference_url: str, teacher_url: str, out_url: str, cfg: SelectionConfig,
-    max_drop_rate: float = 0.01, codec: str = "paper-zstd19",
+    score_urls: list[str],
+    reference_url: str,
+    teacher_url: str,
+    out_url: str,
+    cfg: SelectionConfig,
+    max_drop_rate: float = 0.01,
+    codec: str = "paper-zstd19",
 ) -> dict:
     """Write ``manifest.parquet``, ``payload.plada`` and ``selection.json`` under ``out_url``; return their URLs."""
     ref = pool.read_reference(reference_url)
@@ -53,19 +58,34 @@ def select_and_encode(
     class_names = teacher["class_names"]
     kept = scores.iloc[select({c: scores[c].to_numpy() for c in scores.columns}, len(class_names), cfg)]
     meta = {
-        "reference_fingerprint": ref["fingerprint"], "teacher": {"url": teacher_url, "model": teacher["model"],
-        "test_acc": teacher.get("test_acc")}, "selector": cfg.selector, "config": to_dict(cfg), "class_names": class_names,
+        "reference_fingerprint": ref["fingerprint"],
+        "teacher": {"url": teacher_url, "model": teacher["model"], "test_acc": teacher.get("test_acc")},
+        "selector": cfg.selector,
+        "config": to_dict(cfg),
+        "class_names": class_names,
     }
     manifest = build_manifest(kept, pool.read_index(reference_url), meta)
-    payload = encode_payload(kept["index"].to_numpy(), kept["pred"].to_numpy(), n_reference=ref["n"],
-                             n_classes=len(class_names), fingerprint=ref["fingerprint"], codec=codec)
+    payload = encode_payload(
+        kept["index"].to_numpy(),
+        kept["pred"].to_numpy(),
+        n_reference=ref["n"],
+        n_classes=len(class_names),
+        fingerprint=ref["fingerprint"],
+        codec=codec,
+    )
     urls = {"manifest": storage.join(out_url, "manifest.parquet"), "payload": storage.join(out_url, "payload.plada")}
     tables.write_table(manifest, urls["manifest"])
     storage.write_bytes(urls["payload"], payload)
     summary = {
-        "n_reference": ref["n"], "n_scored": len(scores), "n_kept": len(kept), "payload_bytes": len(payload),
-        "class_histogram": np.bincount(kept["pred"], minlength=len(class_names)).tolist(), "drops": drops, **urls,
-        "selection": to_dict(cfg), "codec": codec,
+        "n_reference": ref["n"],
+        "n_scored": len(scores),
+        "n_kept": len(kept),
+        "payload_bytes": len(payload),
+        "class_histogram": np.bincount(kept["pred"], minlength=len(class_names)).tolist(),
+        "drops": drops,
+        **urls,
+        "selection": to_dict(cfg),
+        "codec": codec,
     }
     storage.write_json(storage.join(out_url, "selection.json"), summary)
     logger().info("kept %d of %d images; payload %d bytes", len(kept), ref["n"], len(payload))

@@ -34,17 +34,27 @@ def train_student(payload_url: str, reference_url: str, target_test: str, out_ur
     encoded, stats = pool.load_images(reference_url, payload.indices)
     x, y, missing = selected_tensors(encoded, payload.indices, payload.labels, decode_image, cfg.preprocess)
     if missing:
-        logger().warning("%d of %d payload images are missing or unreadable in the local pool", len(missing), len(payload.indices))
+        logger().warning(
+            "%d of %d payload images are missing or unreadable in the local pool", len(missing), len(payload.indices)
+        )
     if len(x) == 0:
         raise RuntimeError(f"none of the {len(payload.indices)} payload images could be read from {reference_url}")
     model = fit_classifier(x, y, payload.n_classes, cfg.train, desc="student")
     x_test, y_test, class_names = load_split(target_test, cfg.preprocess)
     metrics = {
-        "student_acc": evaluate(model, x_test, y_test), "n_train": len(x), "n_missing": len(missing),
-        "read_errors": stats.errors[:20], "payload_url": payload_url, "payload_bytes": len(data),
-        "target_test": target_test, "config": to_dict(cfg), "wall_s": round(time.perf_counter() - start, 3),
+        "student_acc": evaluate(model, x_test, y_test),
+        "n_train": len(x),
+        "n_missing": len(missing),
+        "read_errors": stats.errors[:20],
+        "payload_url": payload_url,
+        "payload_bytes": len(data),
+        "target_test": target_test,
+        "config": to_dict(cfg),
+        "wall_s": round(time.perf_counter() - start, 3),
     }
-    meta = checkpoint_meta(cfg.train.model, payload.n_classes, cfg.preprocess, class_names, test_acc=metrics["student_acc"])
+    meta = checkpoint_meta(
+        cfg.train.model, payload.n_classes, cfg.preprocess, class_names, test_acc=metrics["student_acc"]
+    )
     checkpoints.save_checkpoint(model, meta, storage.join(out_url, "student.pt"))
     storage.write_json(metrics_url, metrics)
     logger().info("student %s on %d images: test accuracy %.4f", cfg.train.model, len(x), metrics["student_acc"])

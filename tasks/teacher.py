@@ -40,7 +40,13 @@ def train_teacher(target_train: str, target_test: str, out_url: str, cfg: Teache
     acc = evaluate(model, x_test, y_test)
     logger().info("teacher %s: test accuracy %.4f on %s", model_name, acc, target_test)
     meta = checkpoint_meta(
-        model_name, len(class_names), preprocess, class_names,
-        test_acc=acc, target_train=target_train, target_test=target_test, config=to_dict(cfg),
+        model_name,
+        len(class_names),
+        preprocess,
+        class_names,
+        test_acc=acc,
+        target_train=target_train,
+        target_test=target_test,
+        config=to_dict(cfg),
     )
     return checkpoints.save_checkpoint(model, meta, url)

@@ -29,7 +29,9 @@ def test_core_never_imports_prefect_or_upper_layers(path):
     assert not _imports(path) & {"prefect", "prefect_dask", "tasks", "flows"}
 
 
-@pytest.mark.parametrize("path", [p for p in _files("plada_core") if "io" not in p.relative_to(ROOT / "plada_core").parts], ids=str)
+@pytest.mark.parametrize(
+    "path", [p for p in _files("plada_core") if "io" not in p.relative_to(ROOT / "plada_core").parts], ids=str
+)
 def test_only_core_io_touches_storage(path):
     assert not _imports(path) & STORAGE_MODULES
 

@@ -121,8 +121,14 @@ def _try_create(url: str, body: bytes) -> bool:
 def task_lock(root: str, task: str, owner: str, wait_s: float = 0.0, poll_s: float = 1.0) -> Iterator[None]:
     """Hold ``tasks/<task>/.lock`` for the block; wait up to ``wait_s`` for a holder to finish, then raise LockHeld."""
     url = storage.join(_task_url(root, task), ".lock")
-    body = json.dumps({"owner": owner, "host": socket.gethostname(), "pid": os.getpid(),
-                       "since": datetime.now(timezone.utc).isoformat()}).encode()
+    body = json.dumps(
+        {
+            "owner": owner,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "since": datetime.now(timezone.utc).isoformat(),
+        }
+    ).encode()
     deadline = time.monotonic() + wait_s
     while not _try_create(url, body):
         if time.monotonic() >= deadline:

@@ -22,8 +22,9 @@ def test_content_crop_normalises_object_scale():
     assert np.allclose(preprocess(small, cfg), preprocess(full, cfg))
 
 
-@pytest.mark.parametrize("kwargs, match", [({"image_size": 2}, "image_size"), ({"channels": 2}, "channels"),
-                                           ({"crop": "zoom"}, "crop")])
+@pytest.mark.parametrize(
+    "kwargs, match", [({"image_size": 2}, "image_size"), ({"channels": 2}, "channels"), ({"crop": "zoom"}, "crop")]
+)
 def test_bad_config_names_the_field(kwargs, match):
     with pytest.raises(ValueError, match=match):
         PreprocessConfig(**kwargs)

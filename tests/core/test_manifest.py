@@ -4,12 +4,26 @@ import pytest
 
 from plada_core.manifest import MANIFEST_SCHEMA, build_manifest, validate_manifest
 
-META = {"reference_fingerprint": "ab" * 32, "teacher": "t", "selector": "energy", "config": {}, "class_names": ["a", "b"]}
+META = {
+    "reference_fingerprint": "ab" * 32,
+    "teacher": "t",
+    "selector": "energy",
+    "config": {},
+    "class_names": ["a", "b"],
+}
 
 
 def _kept():
-    return pd.DataFrame({"index": [5, 1], "pred": [1, 0], "energy": [-3.0, -2.0], "max_softmax": [0.9, 0.8],
-                         "entropy": [0.1, 0.2], "margin": [0.5, 0.4]})
+    return pd.DataFrame(
+        {
+            "index": [5, 1],
+            "pred": [1, 0],
+            "energy": [-3.0, -2.0],
+            "max_softmax": [0.9, 0.8],
+            "entropy": [0.1, 0.2],
+            "margin": [0.5, 0.4],
+        }
+    )
 
 
 def _index():

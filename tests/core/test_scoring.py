@@ -51,8 +51,9 @@ def _decode(data: bytes) -> np.ndarray:
 
 def test_score_stream_on_a_tiny_shard_by_hand_and_counts_bad_images():
     samples = [(10, _png(255)), (11, b"not an image"), (12, _png(0))]
-    out = score_stream(_Sum(), samples, _decode, PreprocessConfig(image_size=4, channels=1),
-                       ScoringConfig(batch_size=2))
+    out = score_stream(
+        _Sum(), samples, _decode, PreprocessConfig(image_size=4, channels=1), ScoringConfig(batch_size=2)
+    )
     assert out.n_seen == 3 and out.n_dropped == 1 and out.dropped[0]["index"] == 11
     assert out.frame["index"].tolist() == [10, 12]
     # image of 1.0s: logits (16, 0) → energy = -logsumexp = -(16 + log(1 + e^-16)); zeros: -log 2

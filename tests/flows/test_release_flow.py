@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from flows.params import PreprocessParams, PublishRequest
@@ -18,9 +16,17 @@ def request_for(tiny_npz, tmp_path_factory):
     pool.build_reference([open_source(tiny_npz["pool"])], str(root / "pool"), shard_size=128, progress=False)
 
     def make(**overrides) -> PublishRequest:
-        fields = dict(task="tiny", version="v1", root_url=str(root / "store"), reference_url=str(root / "pool"),
-                      target_train=tiny_npz["train"], target_test=tiny_npz["test"], teacher_epochs=3, keep=0.2,
-                      preprocess=PreprocessParams(image_size=8))
+        fields = dict(
+            task="tiny",
+            version="v1",
+            root_url=str(root / "store"),
+            reference_url=str(root / "pool"),
+            target_train=tiny_npz["train"],
+            target_test=tiny_npz["test"],
+            teacher_epochs=3,
+            keep=0.2,
+            preprocess=PreprocessParams(image_size=8),
+        )
         return PublishRequest(**{**fields, **overrides})
 
     return make

@@ -18,7 +18,10 @@ PRE = PreprocessConfig(image_size=8, channels=1)
 
 def _run(tiny_npz, out):
     return plada_run(
-        [tiny_npz["pool"]], tiny_npz["train"], tiny_npz["test"], str(out),
+        [tiny_npz["pool"]],
+        tiny_npz["train"],
+        tiny_npz["test"],
+        str(out),
         teacher=TeacherConfig(train=TrainConfig(epochs=8), preprocess=PRE),
         scoring=ScoringConfig(batch_size=64),
         selection=SelectionConfig(keep=0.2),
@@ -37,8 +40,9 @@ def test_plada_run_end_to_end(prefect_server, tiny_npz, tmp_path):
     for key in ("student_acc", "random_acc"):
         assert 0.0 <= report[key] <= 1.0
     assert report["payload_bytes"] < 1_000_000
-    payload = decode_payload(storage.read_bytes(str(tmp_path / "run" / "publish" / "payload.plada")),
-                             expected_fingerprint=ref["fingerprint"])
+    payload = decode_payload(
+        storage.read_bytes(str(tmp_path / "run" / "publish" / "payload.plada")), expected_fingerprint=ref["fingerprint"]
+    )
     assert len(payload.indices) == 60
     on_disk = json.loads((tmp_path / "run" / "report.json").read_text())
     assert on_disk["student_acc"] == report["student_acc"]

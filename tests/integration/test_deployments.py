@@ -66,27 +66,53 @@ def stack(tmp_path_factory, tiny_npz):
     root = tmp_path_factory.mktemp("releases")
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api, "DO_NOT_TRACK": "1",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "2",
-           "PREFECT_UI_ENABLED": "false", "PLADA_TORCH_THREADS": "1",
-           "PLADA_TASK": "tiny-digits", "PLADA_ROOT": str(root / "store"),
-           "PLADA_REFERENCE_URL": str(root / "pool"), "PLADA_TARGET_TRAIN": tiny_npz["train"],
-           "PLADA_TARGET_TEST": tiny_npz["test"]}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": api,
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_UI_ENABLED": "false",
+        "PLADA_TORCH_THREADS": "1",
+        "PLADA_TASK": "tiny-digits",
+        "PLADA_ROOT": str(root / "store"),
+        "PLADA_REFERENCE_URL": str(root / "pool"),
+        "PLADA_TARGET_TRAIN": tiny_npz["train"],
+        "PLADA_TARGET_TEST": tiny_npz["test"],
+    }
     pool.build_reference([open_source(tiny_npz["pool"])], env["PLADA_REFERENCE_URL"], shard_size=128, progress=False)
     logs = {name: open(home / f"{name}.log", "w") for name in ("server", "worker")}
-    server = subprocess.Popen([BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=logs["server"], stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=logs["server"],
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     procs = [server]
     try:
         _wait_healthy(api, server)
-        run = lambda *args: subprocess.run([BIN / "prefect", *args], env=env, cwd=ROOT, capture_output=True,  # noqa: E731
-                                           text=True, timeout=180)
+        run = lambda *args: subprocess.run(
+            [BIN / "prefect", *args],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,  # noqa: E731
+            text=True,
+            timeout=180,
+        )
         created = run("work-pool", "create", "plada-local", "--type", "process")
         assert created.returncode == 0, created.stdout + created.stderr
         deployed = run("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-        worker = subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "plada-local"], env=env, cwd=ROOT,
-                                  stdout=logs["worker"], stderr=subprocess.STDOUT, start_new_session=True)
+        worker = subprocess.Popen(
+            [BIN / "prefect", "worker", "start", "--pool", "plada-local"],
+            env=env,
+            cwd=ROOT,
+            stdout=logs["worker"],
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         procs.append(worker)
         yield {"env": env, "run": run, "root": env["PLADA_ROOT"], "home": home}
     finally:
@@ -131,8 +157,9 @@ def _wait_for(env: dict, flow_name: str, timeout: float = 420) -> dict:
 
 
 def test_bad_parameters_are_refused_before_any_work(stack):
-    bad = json.dumps({"task": "no spaces allowed", "root_url": "x", "reference_url": "x", "target_train": "x",
-                      "target_test": "x"})
+    bad = json.dumps(
+        {"task": "no spaces allowed", "root_url": "x", "reference_url": "x", "target_train": "x", "target_test": "x"}
+    )
     out = stack["run"]("deployment", "run", "publish-task/publish", "--param", f"request={bad}")
     assert out.returncode != 0
     assert "Validation failed for field 'request.task'" in " ".join((out.stdout + out.stderr).split())

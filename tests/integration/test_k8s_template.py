@@ -20,8 +20,14 @@ def _container(config: dict) -> dict:
 
 
 def test_gpu_variables_reach_the_pod():
-    config = _render({"gpu_limit": 2, "node_selector": {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
-                      "image": "registry/plada:cuda", "memory_limit": "64Gi"})
+    config = _render(
+        {
+            "gpu_limit": 2,
+            "node_selector": {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"},
+            "image": "registry/plada:cuda",
+            "memory_limit": "64Gi",
+        }
+    )
     pod = config["job_manifest"]["spec"]["template"]["spec"]
     assert _container(config)["resources"]["limits"]["nvidia.com/gpu"] == 2
     assert _container(config)["resources"]["limits"]["memory"] == "64Gi"

@@ -28,11 +28,16 @@ def published(tiny_npz, tmp_path_factory):
     """A pool of 3 shards, a teacher and the scores of every shard."""
     root = tmp_path_factory.mktemp("pub")
     ref_url = build_reference_pool.fn([tiny_npz["pool"]], str(root / "pool"), shard_size=100)
-    teacher = train_teacher.fn(tiny_npz["train"], tiny_npz["test"], str(root / "teacher"),
-                               TeacherConfig(train=TrainConfig(epochs=2), preprocess=PRE))
+    teacher = train_teacher.fn(
+        tiny_npz["train"],
+        tiny_npz["test"],
+        str(root / "teacher"),
+        TeacherConfig(train=TrainConfig(epochs=2), preprocess=PRE),
+    )
     shards = pool.read_reference(ref_url)["shards"]
-    scores = [score_shard.fn(storage.join(ref_url, s["name"]), s["n"], teacher, str(root), ScoringConfig())
-              for s in shards]
+    scores = [
+        score_shard.fn(storage.join(ref_url, s["name"]), s["n"], teacher, str(root), ScoringConfig()) for s in shards
+    ]
     return {"root": root, "ref": ref_url, "teacher": teacher, "scores": scores}
 
 
@@ -54,15 +59,24 @@ def test_corrupt_shard_is_counted_and_fails_the_run_above_the_drop_rate(publishe
     assert meta["n_dropped"] > 0 and meta["read_errors"], "the truncation is recorded, not skipped silently"
     urls = [url] + published["scores"][1:]
     with pytest.raises(RuntimeError, match="could not be scored.*shard-000000"):
-        select_and_encode.fn(urls, published["ref"], published["teacher"], str(tmp_path / "sel"), SelectionConfig(keep=0.1))
-    summary = select_and_encode.fn(urls, published["ref"], published["teacher"], str(tmp_path / "sel"),
-                                   SelectionConfig(keep=0.1), max_drop_rate=0.5)
+        select_and_encode.fn(
+            urls, published["ref"], published["teacher"], str(tmp_path / "sel"), SelectionConfig(keep=0.1)
+        )
+    summary = select_and_encode.fn(
+        urls,
+        published["ref"],
+        published["teacher"],
+        str(tmp_path / "sel"),
+        SelectionConfig(keep=0.1),
+        max_drop_rate=0.5,
+    )
     assert summary["drops"]["n_dropped"] == meta["n_dropped"]
 
 
 def test_payload_for_another_pool_is_refused(published, tiny_npz, tmp_path):
-    summary = select_and_encode.fn(published["scores"], published["ref"], published["teacher"], str(tmp_path / "sel"),
-                                   SelectionConfig(keep=0.1))
+    summary = select_and_encode.fn(
+        published["scores"], published["ref"], published["teacher"], str(tmp_path / "sel"), SelectionConfig(keep=0.1)
+    )
     other = build_reference_pool.fn([tiny_npz["train"]], str(tmp_path / "other-pool"), shard_size=100)
     cfg = StudentConfig(train=TrainConfig(epochs=1), preprocess=PRE)
     with pytest.raises(PayloadError, match="different reference pool"):
