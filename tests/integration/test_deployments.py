@@ -1,79 +1,33 @@
 """Deployments against a real Prefect server: deploy, trigger publish as the UI would, watch the student follow.
 
-Starts `prefect server start` on loopback and a `process` worker as subprocesses, and stops both by PID.
+Uses the session's `prefect server start` (conftest) and starts a `process` worker, stopped by PID.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from plada_core.io import pool
 from plada_core.io.sources import open_source
+from tests.integration.conftest import BIN, stop
 
 ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"prefect server at {url} not healthy after {timeout}s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGINT twice (a worker ignores the first while it drains), then SIGKILL the process group."""
-    if proc.poll() is not None:
-        return
-    for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM):
-        os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory, tiny_npz):
-    home = tmp_path_factory.mktemp("prefect-home")
+def stack(prefect_api, tmp_path_factory, tiny_npz):
+    home = Path(prefect_api["PREFECT_HOME"])
     root = tmp_path_factory.mktemp("releases")
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
     env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": api,
-        "DO_NOT_TRACK": "1",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **prefect_api,
         "PREFECT_WORKER_QUERY_SECONDS": "2",
-        "PREFECT_UI_ENABLED": "false",
         "PLADA_TORCH_THREADS": "1",
         "PLADA_TASK": "tiny-digits",
         "PLADA_ROOT": str(root / "store"),
@@ -82,44 +36,24 @@ def stack(tmp_path_factory, tiny_npz):
         "PLADA_TARGET_TEST": tiny_npz["test"],
     }
     pool.build_reference([open_source(tiny_npz["pool"])], env["PLADA_REFERENCE_URL"], shard_size=128, progress=False)
-    logs = {name: open(home / f"{name}.log", "w") for name in ("server", "worker")}
-    server = subprocess.Popen(
-        [BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=logs["server"],
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    procs = [server]
+    log = open(home / "worker.log", "w")
+    worker = None
+
+    def run(*args):
+        return subprocess.run([BIN / "prefect", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+
     try:
-        _wait_healthy(api, server)
-        run = lambda *args: subprocess.run(
-            [BIN / "prefect", *args],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,  # noqa: E731
-            text=True,
-            timeout=180,
-        )
         created = run("work-pool", "create", "plada-local", "--type", "process")
         assert created.returncode == 0, created.stdout + created.stderr
         deployed = run("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-        worker = subprocess.Popen(
-            [BIN / "prefect", "worker", "start", "--pool", "plada-local"],
-            env=env,
-            cwd=ROOT,
-            stdout=logs["worker"],
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        procs.append(worker)
+        worker = subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "plada-local"], env=env, cwd=ROOT,
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         yield {"env": env, "run": run, "root": env["PLADA_ROOT"], "home": home}
     finally:
-        for proc in reversed(procs):
-            _stop(proc)
-        for f in logs.values():
-            f.close()
+        if worker is not None:
+            stop(worker)
+        log.close()
 
 
 def _client_call(env: dict, code: str) -> object:
