@@ -107,6 +107,9 @@ def _add_selection_args(p: argparse.ArgumentParser, keep: float = 0.1) -> None:
     p.add_argument("--alpha", type=float, default=0.5, help="Safety-Net exponent: K_c ∝ N_c^alpha")
     p.add_argument("--temperature", type=float, default=1.0, help="energy temperature T")
     p.add_argument("--max-drop-rate", type=float, default=0.01, help="fail above this fraction of unscorable images")
+    p.add_argument("--codec", default="paper-zstd19", help="payload body codec: paper-zstd19 | context-rc")
+    p.add_argument("--max-payload-bytes", type=int, default=None,
+                   help="budget mode: keep the largest selection whose payload fits (replaces --keep)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -211,6 +214,8 @@ def _cmd_run(args) -> dict:
         student,
         args.shard_size,
         _runner(args),
+        args.codec,
+        args.max_payload_bytes,
     )
 
 
@@ -229,6 +234,8 @@ def _cmd_publish(args) -> dict:
         teacher,
         _scoring_cfg(args),
         _selection_cfg(args),
+        args.codec,
+        args.max_payload_bytes,
     )
     return {k: v for k, v in out.items() if k != "score_urls"}
 

@@ -27,6 +27,7 @@ def publish(
     scoring: ScoringConfig = ScoringConfig(),
     selection: SelectionConfig = SelectionConfig(),
     codec: str = "paper-zstd19",
+    max_payload_bytes: int | None = None,
 ) -> dict:
     """Publish a task as a payload under ``out_url``; returns the selection summary plus teacher and score URLs."""
     start = time.perf_counter()
@@ -43,7 +44,7 @@ def publish(
     score_urls = futures.result()
     scoring_s = time.perf_counter() - start - teacher_s
     summary = select_and_encode(
-        score_urls, reference_url, teacher_url, out_url, selection, scoring.max_drop_rate, codec
+        score_urls, reference_url, teacher_url, out_url, selection, scoring.max_drop_rate, codec, max_payload_bytes
     )
     wall_s = {
         "teacher": teacher_s,

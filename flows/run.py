@@ -31,8 +31,13 @@ def plada_run(
     student: StudentConfig = StudentConfig(),
     shard_size: int = 4096,
     runner: RunnerSpec = RunnerSpec(),
+    codec: str = "paper-zstd19",
+    max_payload_bytes: int | None = None,
 ) -> dict:
-    """Run PLADA end to end and write ``report.json`` / ``report.md`` under ``out_url``."""
+    """Run PLADA end to end and write ``report.json`` / ``report.md`` under ``out_url``.
+
+    ``max_payload_bytes`` turns on budget mode: the largest selection whose payload fits replaces ``keep``.
+    """
     times, clock = {}, time.perf_counter()
 
     def lap(stage: str) -> None:
@@ -43,7 +48,8 @@ def plada_run(
     reference_url = build_reference_pool(references, join(out_url, "reference"), shard_size)
     lap("reference")
     published = publish.with_options(task_runner=make_task_runner(runner))(
-        reference_url, target_train, target_test, join(out_url, "publish"), teacher, scoring, selection
+        reference_url, target_train, target_test, join(out_url, "publish"), teacher, scoring, selection, codec,
+        max_payload_bytes,
     )
     lap("publish")
     times.update({f"publish.{k}": v for k, v in published["wall_s"].items()})
@@ -56,6 +62,7 @@ def plada_run(
         join(out_url, "baseline-random"),
         random_cfg,
         scoring.max_drop_rate,
+        codec,
     )
     lap("random_selection")
     plada_student = train_student(published["payload"], reference_url, target_test, join(out_url, "student"), student)

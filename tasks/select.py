@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 from prefect import task
@@ -10,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from plada_core.config import to_dict
 from plada_core.io import checkpoints, pool, storage, tables
 from plada_core.manifest import build_manifest
+from plada_core.budget import largest_k_within
 from plada_core.payload import encode_payload
 from plada_core.selection import SelectionConfig, select
 from tasks.common import logger
@@ -40,6 +43,17 @@ def _check_drop_rate(drops: dict, max_drop_rate: float) -> None:
         )
 
 
+def _select_to_budget(scores: pd.DataFrame, n_classes: int, cfg: SelectionConfig, encode, max_bytes: int):
+    """The largest selection (same selector and Safety-Net, k varied) whose payload fits ``max_bytes``."""
+    columns = {c: scores[c].to_numpy() for c in scores.columns}
+
+    def encode_at_k(k: int) -> bytes:
+        return encode(scores.iloc[select(columns, n_classes, dataclasses.replace(cfg, keep=k))])
+
+    k, _ = largest_k_within(max_bytes, len(scores), encode_at_k)
+    return dataclasses.replace(cfg, keep=k)
+
+
 @task(cache_policy=NO_CACHE)
 def select_and_encode(
     score_urls: list[str],
@@ -49,13 +63,25 @@ def select_and_encode(
     cfg: SelectionConfig,
     max_drop_rate: float = 0.01,
     codec: str = "paper-zstd19",
+    max_payload_bytes: int | None = None,
 ) -> dict:
-    """Write ``manifest.parquet``, ``payload.plada`` and ``selection.json`` under ``out_url``; return their URLs."""
+    """Write ``manifest.parquet``, ``payload.plada`` and ``selection.json`` under ``out_url``; return their URLs.
+
+    With ``max_payload_bytes``, ``cfg.keep`` is replaced by the largest count whose payload fits (budget mode);
+    the summary's ``keep_reached`` says which fraction of the pool that is.
+    """
     ref = pool.read_reference(reference_url)
     scores, drops = _read_scores(score_urls)
     _check_drop_rate(drops, max_drop_rate)
     _, teacher = checkpoints.load_checkpoint(teacher_url)
     class_names = teacher["class_names"]
+
+    def encode(kept: pd.DataFrame) -> bytes:
+        return encode_payload(kept["index"].to_numpy(), kept["pred"].to_numpy(), n_reference=ref["n"],
+                              n_classes=len(class_names), fingerprint=ref["fingerprint"], codec=codec)
+
+    if max_payload_bytes is not None:
+        cfg = _select_to_budget(scores, len(class_names), cfg, encode, max_payload_bytes)
     kept = scores.iloc[select({c: scores[c].to_numpy() for c in scores.columns}, len(class_names), cfg)]
     meta = {
         "reference_fingerprint": ref["fingerprint"],
@@ -65,14 +91,7 @@ def select_and_encode(
         "class_names": class_names,
     }
     manifest = build_manifest(kept, pool.read_index(reference_url), meta)
-    payload = encode_payload(
-        kept["index"].to_numpy(),
-        kept["pred"].to_numpy(),
-        n_reference=ref["n"],
-        n_classes=len(class_names),
-        fingerprint=ref["fingerprint"],
-        codec=codec,
-    )
+    payload = encode(kept)
     urls = {"manifest": storage.join(out_url, "manifest.parquet"), "payload": storage.join(out_url, "payload.plada")}
     tables.write_table(manifest, urls["manifest"])
     storage.write_bytes(urls["payload"], payload)
@@ -80,7 +99,9 @@ def select_and_encode(
         "n_reference": ref["n"],
         "n_scored": len(scores),
         "n_kept": len(kept),
+        "keep_reached": len(kept) / ref["n"],
         "payload_bytes": len(payload),
+        "max_payload_bytes": max_payload_bytes,
         "class_histogram": np.bincount(kept["pred"], minlength=len(class_names)).tolist(),
         "drops": drops,
         **urls,
@@ -88,5 +109,5 @@ def select_and_encode(
         "codec": codec,
     }
     storage.write_json(storage.join(out_url, "selection.json"), summary)
-    logger().info("kept %d of %d images; payload %d bytes", len(kept), ref["n"], len(payload))
+    logger().info("kept %d of %d images; payload %d bytes (%s)", len(kept), ref["n"], len(payload), codec)
     return summary

@@ -30,7 +30,7 @@ def train_student(payload_url: str, reference_url: str, target_test: str, out_ur
     start = time.perf_counter()
     ref = pool.read_reference(reference_url)
     data = storage.read_bytes(payload_url)
-    payload = decode_payload(data, expected_fingerprint=ref["fingerprint"])
+    payload = decode_payload(data, expected_fingerprint=ref["fingerprint"], expected_n_reference=ref["n"])
     encoded, stats = pool.load_images(reference_url, payload.indices)
     x, y, missing = selected_tensors(encoded, payload.indices, payload.labels, decode_image, cfg.preprocess)
     if missing:

@@ -40,7 +40,7 @@ def new_table(size: int) -> list[int]:
 class RangeEncoder:
     """Writes bits under adaptive probabilities; :meth:`finish` returns the stream."""
 
-    __slots__ = ("_low", "_range", "_cache", "_pending", "_out")
+    __slots__ = ("_cache", "_low", "_out", "_pending", "_range")
 
     def __init__(self) -> None:
         self._low = 0
@@ -103,7 +103,7 @@ class RangeDecoder:
     Reading past the end raises :class:`StreamError`; so does a value no encoder could have written.
     """
 
-    __slots__ = ("_data", "position", "_range", "_code")
+    __slots__ = ("_code", "_data", "_range", "position")
 
     def __init__(self, data: bytes) -> None:
         if len(data) < 4:

@@ -97,3 +97,16 @@ def test_random_baseline_has_the_requested_size(published, tmp_path):
     cfg = dataclasses.replace(SelectionConfig(), selector="random", keep=37, safety_net=False)
     summary = select_and_encode.fn(published["scores"], published["ref"], published["teacher"], str(tmp_path), cfg)
     assert summary["n_kept"] == 37
+
+
+@pytest.mark.parametrize("codec", ["paper-zstd19", "context-rc"])
+def test_budget_mode_keeps_the_largest_selection_that_fits(published, tmp_path, codec):
+    common = (published["scores"], published["ref"], published["teacher"])
+    small = select_and_encode.fn(*common, str(tmp_path / "s"), SelectionConfig(), codec=codec, max_payload_bytes=120)
+    large = select_and_encode.fn(*common, str(tmp_path / "l"), SelectionConfig(), codec=codec, max_payload_bytes=160)
+    assert small["payload_bytes"] <= 120 and large["payload_bytes"] <= 160
+    assert 0 < small["n_kept"] < large["n_kept"] <= 300
+    assert small["keep_reached"] == small["n_kept"] / 300
+    one_more = select_and_encode.fn(*common, str(tmp_path / "m"),
+                                    SelectionConfig(keep=small["n_kept"] + 1), codec=codec)
+    assert one_more["payload_bytes"] > 120 or one_more["n_kept"] == 300

@@ -1,0 +1,134 @@
+"""Payload size of every registered codec on the same selections, side by side (not a timed test).
+
+Settings: ``demo`` (the demo run's manifest, when ``runs/demo`` exists) and the ImageNet-21K-shaped
+simulator at 1 %, 0.5 % and 0.1 % keep (``plada_core.simulator``). For each: payload bytes per codec
+(header included), bits per kept image, the order-0 reference cost ``log2 C(N, k) / k + H(labels)`` (what
+a codec that ignores all structure would pay), and ``ratio_vs_paper`` of the best codec. Encode and
+decode seconds are measured at 1 %, one core, one run each.
+
+Prints a table, then one JSON object as the last line::
+
+    .venv/bin/python benchmarks/payload.py [--n-classes 100] [--seed 0] [--demo-dir runs/demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from plada_core.payload import CODECS, decode_payload, encode_payload
+from plada_core.simulator import simulate_selections
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = "paper-zstd19"
+SIM_KEEPS = {"sim_1": 0.01, "sim_0.5": 0.005, "sim_0.1": 0.001}
+_FINGERPRINT = "0" * 64  # the fingerprint does not change sizes; any valid one will do
+
+
+def order0_bits(n: int, labels: np.ndarray) -> float:
+    """Bits per image of a uniformly random k-subset of N plus i.i.d. labels at their empirical frequencies."""
+    k = labels.size
+    subset = (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
+    freq = np.bincount(labels) / k
+    freq = freq[freq > 0]
+    return subset / k - float((freq * np.log2(freq)).sum())
+
+
+def load_demo(demo_dir: Path) -> tuple[dict | None, str | None]:
+    """The demo's kept (index, label) pairs, or None and why not."""
+    manifest, reference = demo_dir / "publish" / "manifest.parquet", demo_dir / "reference" / "reference.json"
+    if not manifest.exists() or not reference.exists():
+        return None, f"no demo run at {demo_dir} (run `make demo` first)"
+    import pyarrow.parquet as pq  # only the demo needs it
+
+    table = pq.read_table(manifest, columns=["index", "label"])
+    labels = table["label"].to_numpy().astype(np.int64)
+    metadata = json.loads((pq.read_schema(manifest).metadata or {}).get(b"plada", b"{}"))
+    n_classes = len(metadata.get("class_names") or []) or int(labels.max()) + 1
+    n_reference = int(json.loads(reference.read_text())["n"])
+    return {"indices": table["index"].to_numpy(), "labels": labels, "n_reference": n_reference,
+            "n_classes": n_classes}, None
+
+
+def measure(selection: dict) -> dict:
+    """Bytes, bits per image and ratios of every codec on one selection."""
+    k = selection["labels"].size
+    sizes = {name: len(_encode(selection, name)) for name in CODECS}
+    best = min(sizes, key=sizes.__getitem__)
+    return {
+        "n_reference": selection["n_reference"], "k": k, "n_classes": selection["n_classes"],
+        "bytes": sizes,
+        "bits_per_image": {name: round(8 * size / k, 3) for name, size in sizes.items()},
+        "order0_bits_per_image": round(order0_bits(selection["n_reference"], selection["labels"]), 3),
+        "best_codec": best,
+        "ratio_vs_paper": round(sizes[best] / sizes[PAPER], 4),
+    }
+
+
+def _encode(selection: dict, codec: str) -> bytes:
+    return encode_payload(
+        selection["indices"], selection["labels"], n_reference=selection["n_reference"],
+        n_classes=selection["n_classes"], fingerprint=_FINGERPRINT, codec=codec,
+    )
+
+
+def timings(selection: dict) -> dict:
+    """Wall-clock encode and decode seconds of every codec (a single run: this is a benchmark, not a test)."""
+    result = {}
+    for name in CODECS:
+        start = time.perf_counter()
+        payload = _encode(selection, name)
+        middle = time.perf_counter()
+        decode_payload(payload)
+        result[name] = {"encode_s": round(middle - start, 3), "decode_s": round(time.perf_counter() - middle, 3)}
+    return result
+
+
+def print_table(settings: dict) -> None:
+    codecs = list(CODECS)
+    print(f"{'setting':9} {'k':>8} " + " ".join(f"{c + ' B':>15} {'bits/img':>8}" for c in codecs)
+          + f" {'order-0':>8} {'best/paper':>10}")
+    for name, row in settings.items():
+        cells = " ".join(f"{row['bytes'][c]:>15,} {row['bits_per_image'][c]:>8.2f}" for c in codecs)
+        print(f"{name:9} {row['k']:>8,} {cells} {row['order0_bits_per_image']:>8.2f} {row['ratio_vs_paper']:>10.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-classes", type=int, default=100, help="target classes in the simulator")
+    parser.add_argument("--seed", type=int, default=0, help="simulator seed")
+    parser.add_argument("--demo-dir", type=Path, default=ROOT / "runs" / "demo")
+    args = parser.parse_args()
+
+    selections, notes = {}, {}
+    demo, why = load_demo(args.demo_dir)
+    if demo is None:
+        notes["demo"] = f"skipped: {why}"
+    else:
+        selections["demo"] = demo
+    simulated = simulate_selections(tuple(SIM_KEEPS.values()), n_classes=args.n_classes, seed=args.seed)
+    for name, keep in SIM_KEEPS.items():
+        sim = simulated[keep]
+        selections[name] = {"indices": sim.indices, "labels": sim.labels, "n_reference": sim.n_reference,
+                            "n_classes": sim.n_classes}
+
+    settings = {name: measure(selection) for name, selection in selections.items()}
+    print_table(settings)
+    for name, note in notes.items():
+        print(f"{name}: {note}")
+    result = {
+        "simulator": {"n_classes": args.n_classes, "seed": args.seed},
+        "settings": settings,
+        "seconds_at_1pct": timings(selections["sim_1"]),
+        "notes": notes,
+    }
+    print(json.dumps(result, sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()

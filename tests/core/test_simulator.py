@@ -1,0 +1,94 @@
+"""The ImageNet-21K-shaped simulator: exact shape, nested and valid selections, seeded, and the paper's range."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from plada_core.payload import encode_payload
+from plada_core.simulator import (
+    IMAGENET21K_IMAGES,
+    IMAGENET21K_SYNSETS,
+    simulate_layout,
+    simulate_selections,
+)
+
+SMALL = {"n_reference": 300_000, "n_blocks": 500}
+
+
+def test_full_layout_has_the_imagenet21k_shape():
+    layout = simulate_layout(0)
+    sizes = layout.sizes
+    assert layout.n_reference == IMAGENET21K_IMAGES and sizes.size == IMAGENET21K_SYNSETS
+    assert sizes.min() >= 1 and layout.starts[0] == 0
+    np.testing.assert_array_equal(layout.starts[1:], np.cumsum(sizes)[:-1])
+    # Ridnik et al.: ~51 % of synsets hold >= 500 images, and they hold ~13 M of the 14.2 M
+    assert 0.45 < (sizes >= 500).mean() < 0.58
+    assert 12.5e6 < sizes[sizes >= 500].sum() < 13.6e6
+
+
+@pytest.mark.parametrize(("n_reference", "n_blocks"), [(1, 1), (10, 10), (1000, 7), (300_000, 500)])
+def test_layout_is_exact_for_any_size(n_reference, n_blocks):
+    layout = simulate_layout(3, n_reference=n_reference, n_blocks=n_blocks)
+    assert layout.n_reference == n_reference and layout.sizes.size == n_blocks and layout.sizes.min() >= 1
+
+
+def test_selections_are_valid_nested_and_seeded():
+    layout = simulate_layout(1, **SMALL)
+    keeps = (0.01, 0.005, 0.001)
+    first = simulate_selections(keeps, n_classes=20, seed=4, layout=layout)
+    again = simulate_selections(keeps, n_classes=20, seed=4, layout=layout)
+    other = simulate_selections(keeps, n_classes=20, seed=5, layout=layout)
+    for keep in keeps:
+        sel = first[keep]
+        assert sel.k == round(keep * SMALL["n_reference"]) and sel.keep == keep
+        assert np.all(np.diff(sel.indices) > 0) and sel.indices[-1] < SMALL["n_reference"]
+        assert sel.labels.min() >= 0 and sel.labels.max() < 20
+        np.testing.assert_array_equal(sel.indices, again[keep].indices)
+        np.testing.assert_array_equal(sel.labels, again[keep].labels)
+        assert not np.array_equal(sel.indices, other[keep].indices)
+    big, small = first[0.01], first[0.001]
+    position = np.searchsorted(big.indices, small.indices)
+    np.testing.assert_array_equal(big.indices[position], small.indices)  # nested, and labelled alike
+    np.testing.assert_array_equal(big.labels[position], small.labels)
+
+
+def test_selections_cluster_in_blocks_with_repeating_labels():
+    layout = simulate_layout(0, **SMALL)
+    sel = simulate_selections((0.01,), n_classes=50, layout=layout)[0.01]
+    blocks = np.searchsorted(layout.starts, sel.indices, side="right") - 1
+    touched = np.unique(blocks).size
+    assert touched < 0.5 * SMALL["n_blocks"]  # a uniform 1 % sample would touch nearly every block
+    same_block = blocks[1:] == blocks[:-1]
+    assert (sel.labels[1:] == sel.labels[:-1])[same_block].mean() > 0.4
+
+
+def test_paper_codec_lands_in_the_papers_range():
+    """The issue's sanity check at full scale: the paper reports 85-206 KB at 1 %, 45-109 KB at 0.5 %."""
+    selections = simulate_selections((0.01, 0.005), n_classes=100)
+    kib = {
+        keep: len(encode_payload(s.indices, s.labels, n_reference=s.n_reference, n_classes=100,
+                                 fingerprint="0" * 64)) / 1024
+        for keep, s in selections.items()
+    }
+    assert 85 <= kib[0.01] <= 206 and 45 <= kib[0.005] <= 109, kib
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"keeps": (0.0,)}, r"keeps must be float fractions in \(0, 1\], got \(0.0,\)"),
+        ({"keeps": (1,)}, "keeps must be float fractions"),
+        ({"keeps": ()}, "keeps must be float fractions"),
+        ({"n_classes": 0}, r"n_classes must be an int in \[1, 1000000\], got 0"),
+        ({"seed": -1}, "seed must be an int"),
+    ],
+)
+def test_simulate_selections_rejects(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        simulate_selections(**({"layout": simulate_layout(0, n_reference=100, n_blocks=5)} | kwargs))
+
+
+def test_simulate_layout_rejects_more_blocks_than_images():
+    with pytest.raises(ValueError, match=r"n_blocks must be an int in \[1, 10\], got 11"):
+        simulate_layout(0, n_reference=10, n_blocks=11)
