@@ -87,4 +87,4 @@ def train_student_release(
         random_metrics = train_student(
             random_payload_url, reference_url, target_test, join(base, "students", f"{tag}-random"), student.to_config()
         )
-    return write_student_report(join(base, "students", tag), metrics, random_metrics, publish_flow_run_id)
+    return write_student_report(join(base, "students", tag), metrics, random_metrics, publish_flow_run_id, tag)

@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+import base64
+
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from plada_core.io import storage
+from plada_core.io import releases, storage
+from plada_core.plots import accuracy_vs_payload_png
+
+
+def _release_of(payload_url: str) -> tuple[str, str] | None:
+    """(root, task) when the payload sits in a release layout ``<root>/tasks/<task>/<version>/``."""
+    head, sep, tail = payload_url.rpartition("/tasks/")
+    parts = tail.split("/")
+    return (head, parts[0]) if sep and len(parts) >= 3 else None
+
+
+def _history_plot(report: dict, out_url: str, student_tag: str) -> str:
+    """Markdown with accuracy vs payload size over every version of the task (written as PNG too)."""
+    release = _release_of(report["payload_url"])
+    if release is None:
+        return ""
+    rows = [{**r, "label": r["version"]} for r in releases.student_reports(*release, student_tag)]
+    if not rows:
+        return ""
+    png = accuracy_vs_payload_png(rows, title=f"{release[1]}: student accuracy vs payload ({len(rows)} releases)")
+    storage.write_bytes(storage.join(out_url, "accuracy_vs_payload.png"), png)
+    return f"\n![accuracy vs payload](data:image/png;base64,{base64.b64encode(png).decode()})\n"
 
 
 @task(cache_policy=NO_CACHE)
 def write_student_report(
-    out_url: str, metrics: dict, random_metrics: dict | None, publish_flow_run_id: str | None
+    out_url: str, metrics: dict, random_metrics: dict | None, publish_flow_run_id: str | None, student_tag: str = ""
 ) -> dict:
-    """Write ``student_report.json`` next to the student and publish table + markdown artifacts."""
+    """Write ``student_report.json`` (+ a plot over the task's releases) and publish table + markdown artifacts."""
     report = {
         "student_acc": metrics["student_acc"],
         "random_acc": random_metrics["student_acc"] if random_metrics else None,
@@ -34,7 +57,8 @@ def write_student_report(
     random = f"{report['random_acc']:.4f}" if report["random_acc"] is not None else "n/a"
     create_markdown_artifact(
         key="plada-student-md",
-        markdown=f"# Student on `{report['payload_url']}`\n\nFrom {link}.\n\n| student_acc | random_acc | payload_bytes |"
-        f"\n|---|---|---|\n| {report['student_acc']:.4f} | {random} | {report['payload_bytes']} |\n",
+        markdown=f"# Student on `{report['payload_url']}`\n\nFrom {link}.\n\n| student_acc | random_acc | "
+        f"payload_bytes |\n|---|---|---|\n| {report['student_acc']:.4f} | {random} | {report['payload_bytes']} |\n"
+        + _history_plot(report, out_url, student_tag),
     )
     return report

@@ -31,6 +31,7 @@ __all__ = [
     "promote",
     "read_latest",
     "read_release",
+    "student_reports",
     "release_url",
     "task_lock",
     "validate_name",
@@ -142,3 +143,15 @@ def task_lock(root: str, task: str, owner: str, wait_s: float = 0.0, poll_s: flo
         yield
     finally:
         storage.remove(url)
+
+
+def student_reports(root: str, task: str, student_tag: str) -> list[dict]:
+    """Every ``student_report.json`` of ``student_tag`` across the task's versions, with ``version`` added."""
+    fs, path = storage.get_fs(_task_url(root, task))
+    pattern = f"{path}/*/students/{student_tag}/student_report.json"
+    out = []
+    for found in sorted(fs.glob(pattern)):
+        version = found[len(path) + 1 :].split("/", 1)[0]
+        with fs.open(found, "rb") as f:
+            out.append({**json.loads(f.read()), "version": version})
+    return out

@@ -65,3 +65,20 @@ def test_bad_request_names_the_field():
         PublishRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b", keep=2.5)
     with pytest.raises(ValueError, match="task"):
         PublishRequest(task="bad name", root_url="r", reference_url="r", target_train="a", target_test="b")
+
+
+def test_student_runs_report_and_plot_accuracy_over_releases(prefect_server, request_for, tiny_npz):
+    from flows.params import StudentRequest
+    from flows.release import train_student_release
+
+    student = StudentRequest(epochs=2, preprocess=PreprocessParams(image_size=8))
+    for version, keep in (("k10", 0.1), ("k30", 0.3)):
+        record = publish_task(request_for(version=version, keep=keep))
+        report = train_student_release(record["payload_url"], record["reference_url"], tiny_npz["test"],
+                                       record["random_payload_url"], record["publish_flow_run_id"], student)
+        assert report["random_acc"] is not None and report["n_kept"] == round(keep * 300)
+    rows = releases.student_reports(request_for().root_url, "tiny", "plada_cnn-seed0")
+    assert sorted(r["version"] for r in rows) == ["k10", "k30"]
+    png = (releases.version_url(request_for().root_url, "tiny", "k30").removeprefix("file://")
+           + "/students/plada_cnn-seed0/accuracy_vs_payload.png")
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
