@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-import fsspec
 import pandas as pd
 import webdataset as wds
 from tqdm.auto import tqdm
@@ -42,24 +42,55 @@ POOL_FORMAT = "plada-reference/1"
 
 
 def _fsspec_gopen(url: str, mode: str = "rb", bufsize: int = 8192, **kw):
-    # Built per call (fsspec caches instances per process), never in a parent before a fork:
-    # s3fs instances are not fork-safe.
-    return fsspec.open(url, mode, block_size=8 << 20).open()
+    """webdataset opener for fsspec URLs (``s3://`` …), via ``storage.open_read`` (retries, no creds in URLs).
+
+    The filesystem is looked up per call (fsspec caches it per process and re-creates it after a fork), never
+    held from before a fork: s3fs instances are not fork-safe.
+    """
+    if mode != "rb":
+        raise ValueError(f"{url}: this opener only reads (mode {mode!r}); write shards with storage.atomic_open")
+    return storage.open_read(url, block_size=8 << 20)
 
 
-for _scheme in ("s3", "memory"):
-    wds.gopen_schemes[_scheme] = _fsspec_gopen
+def _register_fsspec_schemes() -> None:
+    # webdataset 1.0.2 has no fsspec fallback. s3/memory explicitly; every other scheme it does not handle
+    # itself (it keeps its pipe/http/gs/hf/... openers) falls through to fsspec, including protocols
+    # registered with fsspec later. Bare paths and file:// never reach this table.
+    for scheme in ("s3", "s3a", "memory", "__default__"):
+        wds.gopen_schemes[scheme] = _fsspec_gopen
+
+
+_register_fsspec_schemes()
 
 
 @dataclass
 class ReadStats:
-    """What a shard reader had to drop, with reasons; never skip silently."""
+    """What a shard reader had to drop, with reasons; never skip silently.
+
+    ``errors`` holds one message per event and ``counts`` the events per kind: ``missing_shard``,
+    ``unreadable_shard`` (truncated or corrupt tar; the rest of that shard is lost), ``transient`` (storage
+    failed mid-read even after the client's retries: re-read the shard rather than keep a partial result),
+    ``bad_sample`` (no index or no image) and ``undecodable_image`` (bytes that are not an image). Events are
+    not images: a truncated shard is one event however many images it lost; compare yielded with expected.
+    """
 
     errors: list[str] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def record(self, kind: str, message: str) -> None:
+        self.counts[kind] += 1
+        self.errors.append(message[:300])
 
     def handler(self, exc: Exception) -> bool:
-        self.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+        kind = "transient" if storage.is_transient(exc) else "unreadable_shard"
+        self.record(kind, f"{type(exc).__name__}: {exc}")
         return True  # keep reading what is still readable
+
+    @property
+    def transient(self) -> bool:
+        """Storage failed mid-read: the shard may well be intact, so re-read it (let the task retry) rather
+        than keep a partial result."""
+        return self.counts["transient"] > 0
 
 
 def _shard_name(i: int) -> str:
@@ -152,28 +183,90 @@ def read_index(reference_url: str) -> pd.DataFrame:
     return tables.read_frame(storage.join(reference_url, "index.parquet"))
 
 
+class _TarEndCheck:
+    """Passes reads through, keeping the last 1 KiB, to notice a shard cut at a member boundary.
+
+    tarfile's stream mode takes such a cut for the normal end of the archive and raises nothing, so the rest
+    of the shard would vanish silently. A complete tar ends with at least two zero blocks (1 KiB); member
+    data padded to 512 bytes does not, unless a member itself ends in 1 KiB of zeros (then a cut is missed).
+    """
+
+    def __init__(self, stream, url: str) -> None:
+        self._stream, self._url, self._tail = stream, url, b""
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._tail = (self._tail + data[-1024:])[-1024:]
+        return data
+
+    def ended_with_marker(self) -> bool:
+        """Reads what tarfile left (normally only the zero padding of the last record) and checks the tail."""
+        while self.read(1 << 20):
+            pass
+        return self._tail == bytes(1024)
+
+    def __repr__(self) -> str:  # webdataset appends str(stream) to its error messages
+        return f"<shard {self._url}>"
+
+
 def _samples(url: str, stats: ReadStats) -> Iterator[dict]:
-    path = storage.to_url(url)
-    if path.startswith("file://"):
-        path = path[len("file://") :]
-    if not path.startswith(("s3://", "memory://")) and not storage.exists(url):
-        stats.errors.append(f"MissingShard: {url} does not exist")
+    """The shard's samples; every problem is recorded in ``stats``, and the stream is always closed."""
+    try:
+        stream = storage.open_read(url, block_size=8 << 20)
+    except FileNotFoundError:
+        stats.record("missing_shard", f"MissingShard: {url} does not exist")
         return
-    pipeline = wds.DataPipeline(wds.SimpleShardList([path]), wds.tarfile_to_samples(handler=stats.handler))
-    yield from pipeline
+    except Exception as exc:  # noqa: BLE001 - unreachable after retries, denied...: count it, read the next shard
+        stats.handler(exc)
+        return
+    broken_before = stats.counts["unreadable_shard"] + stats.counts["transient"]
+    checked = _TarEndCheck(stream, url)
+    try:
+        shard = [{"url": url, "stream": checked}]
+        files = wds.tariterators.tar_file_expander(shard, handler=stats.handler, eof_value=None)
+        yield from wds.tariterators.group_by_keys(files, handler=stats.handler)
+        if stats.counts["unreadable_shard"] + stats.counts["transient"] == broken_before:
+            _check_complete(checked, url, stats)
+    finally:
+        stream.close()
+
+
+def _check_complete(checked: _TarEndCheck, url: str, stats: ReadStats) -> None:
+    try:
+        complete = checked.ended_with_marker()
+    except Exception as exc:  # noqa: BLE001 - a read error while draining the tail is still just counted
+        stats.handler(exc)
+        return
+    if not complete:
+        stats.record("unreadable_shard", f"TruncatedShard: {url} ends without the tar end-of-archive marker; "
+                     "the samples after the cut are lost. Rewrite the shard from its sources.")
+
+
+# What every PNG / JPEG starts with. Checking it costs nanoseconds, not a decode, and catches garbage bytes.
+_MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpg": b"\xff\xd8\xff"}
 
 
 def iter_shard(url: str, stats: ReadStats) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(global index, encoded image bytes)`` from one shard, recording unreadable parts in ``stats``."""
+    """Yield ``(global index, encoded image bytes)`` from one shard, recording unreadable parts in ``stats``.
+
+    Samples whose bytes do not start like their extension's format are dropped here and counted as
+    ``undecodable_image``; bytes with a valid header but broken pixel data still reach the caller, whose
+    decoder must count them.
+    """
     for sample in _samples(url, stats):
-        image = sample.get("png", sample.get("jpg"))
+        ext = "png" if "png" in sample else "jpg"
+        image = sample.get(ext)
         try:
             index = int(json.loads(sample["json"])["index"])
         except (KeyError, ValueError, TypeError) as exc:
-            stats.handler(ValueError(f"sample {sample.get('__key__')!r} has no readable index: {exc}"))
+            stats.record("bad_sample", f"ValueError: sample {sample.get('__key__')!r} has no readable index: {exc}")
             continue
         if image is None:
-            stats.handler(ValueError(f"sample {sample.get('__key__')!r} (index {index}) has no image"))
+            stats.record("bad_sample", f"ValueError: sample {sample.get('__key__')!r} (index {index}) has no image")
+            continue
+        if not image.startswith(_MAGIC[ext]):
+            stats.record("undecodable_image", f"UndecodableImage: sample {sample.get('__key__')!r} (index {index}) "
+                         f"in {url}: {len(image)} bytes starting {bytes(image[:8])!r} are not a {ext.upper()}")
             continue
         yield index, image
 

@@ -1,25 +1,42 @@
 """URLs and fsspec: the one place PLADA opens storage.
 
 Every path in PLADA is a URL (``file://``, ``s3://``, ``memory://`` …); a bare path means a local file.
-Writes are atomic: bytes go to a temporary sibling first and are moved into place only when complete,
-so a reader (or a resumed run) never sees a half-written object.
+Writes are atomic: a reader (or a resumed run) never sees a half-written object.
+
+Credentials and endpoints come from the environment, never from URLs, so URLs can be logged and stored in
+manifests and reports as they are. For S3 (s3fs → botocore) that means ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION`` and, for MinIO / moto / other S3-compatible stores,
+``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL`` (read when a client is created, so set them before the first
+S3 call of a process). fsspec's own configuration (``~/.config/fsspec/*.json``, ``FSSPEC_S3_*`` variables set
+before Python starts) applies as well. A URL with ``user:password@`` in it is refused.
+
+Transient errors (dropped connections, timeouts, 5xx) are retried here with exponential backoff, on top of
+the retries s3fs and botocore already make; missing objects and denied access fail at once.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import random
+import re
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import IO, Any, Iterator
+from typing import IO, Any, TypeVar
 
 import fsspec
 
 __all__ = [
+    "TransientStorageError",
     "atomic_open",
     "exists",
     "get_fs",
+    "is_transient",
     "join",
+    "open_read",
     "read_bytes",
     "read_json",
     "remove",
@@ -27,6 +44,36 @@ __all__ = [
     "write_bytes",
     "write_json",
 ]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Object stores have no directories: "makedirs" on them can at most create a bucket, which a typo must never do.
+_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
+# s3fs can stage an upload invisibly (multipart, ``autocommit=False``) and publish it with one commit call.
+_STAGED_UPLOADS = {"s3", "s3a"}
+_CREDENTIALS_IN_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@]*:[^/@]*@")
+# Answers that are the same however often we ask: retrying them only delays a clear error.
+_PERMANENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    types: tuple[type[BaseException], ...] = (OSError, TimeoutError)
+    try:  # botocore's connection errors are not OSErrors; it is only installed with s3fs
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+
+        types += (BotoConnectionError, HTTPClientError)
+    except ImportError:
+        pass
+    return types
+
+
+_TRANSIENT = _transient_types()
+
+
+class TransientStorageError(OSError):
+    """Storage stayed unreachable or kept failing through every retry; re-running later may well succeed."""
 
 
 def to_url(path_or_url: str) -> str:
@@ -36,9 +83,28 @@ def to_url(path_or_url: str) -> str:
     return "file://" + os.path.abspath(os.path.expanduser(path_or_url))
 
 
+def _redact(url: str) -> str:
+    return re.sub(r"://[^/@]*@", "://***@", url, count=1)
+
+
+def _check_no_credentials(url: str) -> None:
+    if _CREDENTIALS_IN_URL.match(url):
+        raise ValueError(
+            f"{_redact(url)}: the URL embeds credentials (user:password@), which would end up in logs and "
+            "manifests. Remove them and set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or fsspec config) instead."
+        )
+
+
 def get_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """Filesystem and protocol-less path for ``url``; credentials come from the environment, never from the URL."""
-    fs, path = fsspec.core.url_to_fs(to_url(url))
+    """Filesystem and protocol-less path for ``url``; credentials come from the environment, never from the URL.
+
+    fsspec caches one filesystem per process (and re-creates it after a fork), so calling this per operation
+    is cheap and fork-safe; never keep the result across a fork. The listings cache is off: another process
+    (a worker, a resumed run) may add or delete objects at any time, and a stale listing made ``exists`` lie.
+    """
+    url = to_url(url)
+    _check_no_credentials(url)
+    fs, path = fsspec.core.url_to_fs(url, use_listings_cache=False)
     return fs, path
 
 
@@ -50,17 +116,68 @@ def join(url: str, *parts: str) -> str:
     return out
 
 
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying (connection drops, timeouts, server errors), False for missing/denied."""
+    return isinstance(exc, _TRANSIENT) and not isinstance(exc, _PERMANENT)
+
+
+def _retries() -> int:
+    raw = os.environ.get("PLADA_STORAGE_RETRIES", "3")
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        raise ValueError(f"PLADA_STORAGE_RETRIES must be a whole number of retries, got {raw!r}") from None
+
+
+def _retrying(what: str, url: str, call: Callable[[], T], base_delay: float = 0.5) -> T:
+    """``call()``, retried on transient errors after 0.5, 1, 2 … s (±25 % jitter, so workers do not retry in step).
+
+    A transient error that outlasts the retries is raised as ``TransientStorageError`` (an ``OSError``, also for
+    botocore's own connection errors), so a caller's retry policy can tell a flaky store from bad data.
+    """
+    retries = _retries()
+    for attempt in range(retries + 1):
+        try:
+            return call()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            if attempt == retries:
+                raise TransientStorageError(
+                    f"{what} {url} failed {attempt + 1} time(s), last with {type(exc).__name__}: {exc}. "
+                    "Check the endpoint and the network, or raise PLADA_STORAGE_RETRIES."
+                ) from exc
+            delay = base_delay * 2**attempt * random.uniform(0.75, 1.25)
+            log.warning("%s %s: %s: %s; retry %d of %d in %.1f s", what, url, type(exc).__name__, exc,
+                        attempt + 1, retries, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 def exists(url: str) -> bool:
     fs, path = get_fs(url)
-    return fs.exists(path)
+    return _retrying("checking", url, lambda: fs.exists(path))
 
 
 def read_bytes(url: str) -> bytes:
+    """The whole object; ``FileNotFoundError`` naming ``url`` when it is absent."""
     fs, path = get_fs(url)
-    if not fs.exists(path):
-        raise FileNotFoundError(f"{url} does not exist")
-    with fs.open(path, "rb") as f:
-        return f.read()
+
+    def read() -> bytes:
+        try:
+            return fs.cat_file(path)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{url} does not exist") from exc
+
+    return _retrying("reading", url, read)
+
+
+def open_read(url: str, block_size: int | None = None) -> IO[bytes]:
+    """A binary file object for streaming reads; the caller closes it. Only opening is retried here:
+    s3fs retries each ranged read itself, and a stream cannot be resumed from our side."""
+    fs, path = get_fs(url)
+    kwargs = {} if block_size is None else {"block_size": block_size}
+    return _retrying("opening", url, lambda: fs.open(path, "rb", **kwargs))
 
 
 def read_json(url: str) -> Any:
@@ -71,14 +188,59 @@ def read_json(url: str) -> Any:
 def atomic_open(url: str) -> Iterator[IO[bytes]]:
     """Open ``url`` for binary writing; the object appears at ``url`` only if the block completes.
 
-    Local files: write to ``<url>.tmp-<uuid>`` and ``os.replace`` (atomic on POSIX). Object stores: a
-    single PUT is already all-or-nothing, but s3fs uploads large files in parts, so we stage under a
-    temporary key and ``mv`` it (copy + delete on S3), which keeps the final key absent until complete.
+    S3: the bytes go to a multipart upload that stays invisible until it is completed (the commit) and is
+    aborted if the block raises, so there is no copy and no stray temporary key. Elsewhere: write to the
+    temporary sibling ``<url>.tmp-<uuid>`` and ``mv`` it into place (``os.replace`` on local disk, atomic on
+    POSIX). A killed process can leave a ``.tmp-`` file (local) or an incomplete multipart upload (S3, removed
+    by a bucket lifecycle rule); neither is ever read as the object.
     """
     fs, path = get_fs(url)
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if protocols & _STAGED_UPLOADS:
+        with _staged_upload(fs, path, url) as f:
+            yield f
+        return
     parent = path.rsplit("/", 1)[0]
-    if parent:
+    if parent and not protocols & _OBJECT_STORES:
         fs.makedirs(parent, exist_ok=True)
+    with _temp_then_move(fs, path) as f:
+        yield f
+
+
+@contextmanager
+def _staged_upload(fs: fsspec.AbstractFileSystem, path: str, url: str) -> Iterator[IO[bytes]]:
+    # fs._open, not fs.open: with autocommit=False, fs.open also files the handle in fs.transaction, a list
+    # that lives as long as the cached filesystem and would keep every handle we ever wrote.
+    f = fs._open(path, "wb", autocommit=False)
+    try:
+        yield f
+    except BaseException:
+        _abort(f, url)
+        raise
+    try:
+        f.close()  # uploads the last (for small objects: the only) part; the key is still absent
+        f.commit()  # CompleteMultipartUpload: the object appears whole
+    except FileNotFoundError as exc:  # only a missing bucket: the key itself is being created
+        _abort(f, url)
+        raise FileNotFoundError(
+            f"cannot write {url}: {exc}. Create the bucket first (infra/README.md shows how for MinIO)."
+        ) from exc
+    except BaseException:
+        _abort(f, url)
+        raise
+
+
+def _abort(f: Any, url: str) -> None:
+    """Drop a staged upload; a failure to do so must not hide the error that made us abort."""
+    try:
+        f.discard()  # AbortMultipartUpload, if one was started
+    except Exception as exc:  # noqa: BLE001 - the upload stays invisible; lifecycle rules reclaim it
+        log.warning("could not abort the upload to %s (%s: %s); it stays invisible", url, type(exc).__name__, exc)
+    f.closed = True  # else the handle's __del__ would flush, i.e. start uploading again
+
+
+@contextmanager
+def _temp_then_move(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[IO[bytes]]:
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
     try:
         with fs.open(tmp, "wb") as f:
@@ -91,8 +253,13 @@ def atomic_open(url: str) -> Iterator[IO[bytes]]:
 
 
 def write_bytes(url: str, data: bytes) -> str:
-    with atomic_open(url) as f:
-        f.write(data)
+    """Write ``data`` atomically; retried on transient errors (rewriting the same bytes is harmless)."""
+
+    def write() -> None:
+        with atomic_open(url) as f:
+            f.write(data)
+
+    _retrying("writing", url, write)
     return to_url(url)
 
 
@@ -101,6 +268,11 @@ def write_json(url: str, obj: Any) -> str:
 
 
 def remove(url: str) -> None:
+    """Delete ``url`` (a file, or a folder / prefix with everything under it); absent is fine."""
     fs, path = get_fs(url)
-    if fs.exists(path):
-        fs.rm(path, recursive=True)
+
+    def rm() -> None:
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+
+    _retrying("removing", url, rm)

@@ -1,89 +1,154 @@
+"""The reference pool on both backends: every ``storage_root`` test runs on a local folder and on moto's S3 server.
+
+Broken data is real: truncated, garbage and image-less shards are written to disk or S3 and read back.
+"""
+
 import io
-from dataclasses import dataclass
+import json
+import multiprocessing
+import tarfile
 
 import numpy as np
 import pytest
+import webdataset as wds
+from fake_pool import FakeSource as _Source
 from PIL import Image
 
 from plada_core.io import pool, storage
 
 
-@dataclass(frozen=True)
-class _Sample:
-    key: str
-    data: bytes
-    ext: str
-    label: int
+def _read_all(url: str) -> tuple[list[tuple[int, bytes]], pool.ReadStats]:
+    stats = pool.ReadStats()
+    return [s for shard in pool.shard_urls(url) for s in pool.iter_shard(shard, stats)], stats
 
 
-class _Source:
-    def __init__(self, name: str, n: int, seed: int = 0):
-        self.spec, self.name, self.class_names = f"fake:{name}", name, ["a", "b"]
-        rng = np.random.default_rng(seed)
-        self._samples = [_Sample(f"{name}-{i:08d}", _png(rng.integers(0, 256, (6, 6), dtype=np.uint8)), "png", i % 2)
-                         for i in range(n)]
-
-    def __len__(self):
-        return len(self._samples)
-
-    def iter_encoded(self):
-        return iter(self._samples)
+def _pool(root: str, n: int = 8, shard_size: int = 4) -> tuple[str, list[str]]:
+    url = storage.join(root, "p")
+    pool.build_reference([_Source("a", n)], url, shard_size=shard_size, progress=False)
+    return url, pool.shard_urls(url)
 
 
-def _png(arr) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr, "L").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def test_build_writes_shards_index_and_fingerprint(tmp_path):
-    ref = pool.build_reference([_Source("a", 7), _Source("b", 5, seed=1)], str(tmp_path / "p"), shard_size=4, progress=False)
+def test_build_writes_shards_index_and_fingerprint(storage_root):
+    url = storage.join(storage_root, "p")
+    ref = pool.build_reference([_Source("a", 7), _Source("b", 5, seed=1)], url, shard_size=4, progress=False)
     assert ref["n"] == 12 and [s["n"] for s in ref["shards"]] == [4, 4, 4]
     assert [s["first_index"] for s in ref["shards"]] == [0, 4, 8]
-    index = pool.read_index(str(tmp_path / "p"))
+    index = pool.read_index(url)
     assert index["index"].tolist() == list(range(12)) and index["key"].is_unique
-    stats = pool.ReadStats()
-    got = [i for url in pool.shard_urls(str(tmp_path / "p")) for i, _ in pool.iter_shard(url, stats)]
-    assert got == list(range(12)) and stats.errors == []
+    got, stats = _read_all(url)
+    assert [i for i, _ in got] == list(range(12)) and stats.errors == [] and not stats.counts
 
 
-def test_fingerprint_changes_with_content_and_order(tmp_path):
-    a = pool.build_reference([_Source("a", 5)], str(tmp_path / "1"), progress=False)["fingerprint"]
-    same = pool.build_reference([_Source("a", 5)], str(tmp_path / "2"), progress=False)["fingerprint"]
-    other = pool.build_reference([_Source("a", 5, seed=3)], str(tmp_path / "3"), progress=False)["fingerprint"]
+def test_fingerprint_changes_with_content_and_order(storage_root):
+    def fingerprint(name: str, source: _Source) -> str:
+        return pool.build_reference([source], storage.join(storage_root, name), progress=False)["fingerprint"]
+
+    a, same = fingerprint("1", _Source("a", 5)), fingerprint("2", _Source("a", 5))
+    other = fingerprint("3", _Source("a", 5, seed=3))
     assert a == same and a != other and len(a) == 64
 
 
-def test_truncated_and_missing_shards_are_counted_not_raised(tmp_path):
-    url = str(tmp_path / "p")
-    pool.build_reference([_Source("a", 8)], url, shard_size=4, progress=False)
-    first, second = pool.shard_urls(url)
+def test_disk_and_s3_pools_of_the_same_sources_are_identical(tmp_path, s3_root):
+    sources = [_Source("a", 7), _Source("b", 5, seed=1)]
+    on_disk = pool.build_reference(sources, str(tmp_path / "p"), shard_size=5, progress=False)
+    on_s3 = pool.build_reference(sources, storage.join(s3_root, "p"), shard_size=5, progress=False)
+    assert on_disk == on_s3, "reference.json (fingerprint included) must not depend on where the pool lives"
+    assert pool.read_index(str(tmp_path / "p")).equals(pool.read_index(storage.join(s3_root, "p")))
+    assert _read_all(str(tmp_path / "p"))[0] == _read_all(storage.join(s3_root, "p"))[0]
+
+
+def test_existing_pool_is_never_overwritten(storage_root):
+    url, _ = _pool(storage_root)
+    with pytest.raises(FileExistsError, match="never overwrites"):
+        pool.build_reference([_Source("a", 3)], url, progress=False)
+
+
+def _member_offsets(tar: bytes) -> list[int]:
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        return [m.offset for m in t.getmembers()]
+
+
+@pytest.mark.parametrize("cut", ["mid_member", "member_boundary"])
+def test_truncated_shard_is_counted_not_raised(storage_root, cut):
+    # A cut at a member boundary is the nasty one: tarfile's stream mode reads it as a normal end of archive.
+    url, (first, _) = _pool(storage_root)
     data = storage.read_bytes(first)
-    (tmp_path / "p" / "shard-000000.tar").write_bytes(data[: len(data) // 2])
-    stats = pool.ReadStats()
-    kept = [i for i, _ in pool.iter_shard(first, stats)]
-    assert len(kept) < 4 and stats.errors, "a truncated shard yields what is readable and records the error"
-    (tmp_path / "p" / "shard-000001.tar").unlink()
-    stats = pool.ReadStats()
-    assert list(pool.iter_shard(second, stats)) == [] and "MissingShard" in stats.errors[0]
+    end = len(data) // 2 + 100 if cut == "mid_member" else _member_offsets(data)[2]  # [2]: after sample 0
+    storage.write_bytes(first, data[:end])
+    got, stats = _read_all(url)
+    kept = [i for i, _ in got]
+    assert kept[-4:] == [4, 5, 6, 7] and len(kept) < 8, "the intact shard is read whole, the cut one in part"
+    assert stats.counts["unreadable_shard"] == 1 and any(first in e for e in stats.errors)
+    if cut == "member_boundary":
+        assert kept == [0, 4, 5, 6, 7] and stats.counts == {"unreadable_shard": 1}
+        assert "TruncatedShard" in stats.errors[0]
 
 
-def test_load_images_reads_only_requested(tmp_path):
-    url = str(tmp_path / "p")
+def test_corrupt_shard_is_counted_not_raised(storage_root):
+    url, (first, _) = _pool(storage_root)
+    storage.write_bytes(first, np.random.default_rng(0).bytes(5000))
+    got, stats = _read_all(url)
+    assert [i for i, _ in got] == [4, 5, 6, 7]
+    assert stats.counts == {"unreadable_shard": 1} and "ReadError" in stats.errors[0]
+
+
+def test_undecodable_image_in_a_valid_shard_is_counted_not_raised(storage_root):
+    url, (first, _) = _pool(storage_root)
+    samples = list(pool.iter_shard(first, pool.ReadStats()))
+    with storage.atomic_open(first) as f, wds.TarWriter(f) as writer:  # same shard, sample 2's png is garbage
+        for index, data in samples:
+            png = b"\x00garbage, not a png" if index == 2 else data
+            writer.write({"__key__": f"a-{index:08d}", "png": png, "json": json.dumps({"index": index}).encode()})
+    got, stats = _read_all(url)
+    assert [i for i, _ in got] == [0, 1, 3, 4, 5, 6, 7]
+    assert stats.counts == {"undecodable_image": 1} and "index 2" in stats.errors[0]
+
+
+def test_missing_shard_is_counted_not_raised(storage_root):
+    url, (first, _) = _pool(storage_root)
+    storage.remove(first)
+    got, stats = _read_all(url)
+    assert [i for i, _ in got] == [4, 5, 6, 7]
+    assert stats.counts == {"missing_shard": 1} and "MissingShard" in stats.errors[0]
+
+
+def test_load_images_reads_only_requested(storage_root):
+    url = storage.join(storage_root, "p")
     pool.build_reference([_Source("a", 10)], url, shard_size=3, progress=False)
     found, stats = pool.load_images(url, [1, 9], progress=False)
     assert sorted(found) == [1, 9] and stats.errors == []
+    assert Image.open(io.BytesIO(found[9])).size == (6, 6)
 
 
-def test_missing_pool_is_a_clear_error(tmp_path):
+def test_missing_pool_is_a_clear_error(storage_root):
     with pytest.raises(FileNotFoundError, match="plada reference build"):
-        pool.read_reference(str(tmp_path / "nowhere"))
+        pool.read_reference(storage.join(storage_root, "nowhere"))
 
 
-def test_atomic_write_leaves_nothing_on_failure(tmp_path):
-    target = tmp_path / "out.bin"
-    with pytest.raises(RuntimeError):
-        with storage.atomic_open(str(target)) as f:
-            f.write(b"half")
-            raise RuntimeError("boom")
-    assert not target.exists() and list(tmp_path.iterdir()) == []
+def test_atomic_write_leaves_nothing_on_failure(storage_root):
+    target = storage.join(storage_root, "out.bin")
+    with pytest.raises(RuntimeError), storage.atomic_open(target) as f:
+        f.write(b"half")
+        raise RuntimeError("boom")
+    fs, path = storage.get_fs(storage_root)
+    assert not storage.exists(target) and not (fs.exists(path) and fs.find(path))
+
+
+def _count_in_child(shard_url: str) -> tuple[int, list[str]]:
+    stats = pool.ReadStats()
+    return sum(1 for _ in pool.iter_shard(shard_url, stats)), stats.errors
+
+
+def test_shards_read_in_forked_workers_after_the_parent_used_s3(s3_root):
+    # DataLoader / multiprocessing workers fork after the parent has used s3fs; an s3fs instance carried
+    # across the fork raises "This class is not fork-safe". The opener must build its own in the child.
+    _, shards = _pool(s3_root)
+    assert storage.read_bytes(shards[0])  # the parent's s3fs client and event loop now exist
+    with multiprocessing.get_context("fork").Pool(2) as workers:
+        assert workers.map(_count_in_child, shards) == [(4, []), (4, [])]
+
+
+def test_webdataset_pipelines_read_s3_through_the_registered_opener(s3_root):
+    _, shards = _pool(s3_root)
+    dataset = wds.WebDataset(shards, shardshuffle=False, nodesplitter=None)
+    assert [json.loads(s["json"])["index"] for s in dataset] == list(range(8))

@@ -1,0 +1,37 @@
+"""A tiny in-memory reference source for pool tests: n random 6x6 grey PNGs with alternating labels."""
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class FakeSample:
+    key: str
+    data: bytes
+    ext: str
+    label: int
+
+
+class FakeSource:
+    """Looks like a ``plada_core.io.sources`` source: ``spec``, ``name``, ``class_names``, ``len``, ``iter_encoded``."""
+
+    def __init__(self, name: str, n: int, seed: int = 0):
+        self.spec, self.name, self.class_names = f"fake:{name}", name, ["a", "b"]
+        rng = np.random.default_rng(seed)
+        self._samples = [FakeSample(f"{name}-{i:08d}", png(rng.integers(0, 256, (6, 6), dtype=np.uint8)), "png", i % 2)
+                         for i in range(n)]
+
+    def __len__(self):
+        return len(self._samples)
+
+    def iter_encoded(self):
+        return iter(self._samples)
+
+
+def png(arr) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, "L").save(buf, format="PNG")
+    return buf.getvalue()
