@@ -90,7 +90,7 @@ def select_and_encode(
         "config": to_dict(cfg),
         "class_names": class_names,
     }
-    manifest = build_manifest(kept, pool.read_index(reference_url), meta)
+    manifest = build_manifest(kept, pool.read_index(reference_url, kept["index"], ["index", "key", "shard"]), meta)
     payload = encode(kept)
     urls = {"manifest": storage.join(out_url, "manifest.parquet"), "payload": storage.join(out_url, "payload.plada")}
     tables.write_table(manifest, urls["manifest"])

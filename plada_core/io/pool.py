@@ -21,7 +21,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import webdataset as wds
 from tqdm.auto import tqdm
 
@@ -36,6 +38,7 @@ __all__ = [
     "read_index",
     "read_reference",
     "shard_urls",
+    "shards_holding",
 ]
 
 POOL_FORMAT = "plada-reference/1"
@@ -179,8 +182,27 @@ def shard_urls(reference_url: str) -> list[str]:
     return [storage.join(reference_url, s["name"]) for s in read_reference(reference_url)["shards"]]
 
 
-def read_index(reference_url: str) -> pd.DataFrame:
-    return tables.read_frame(storage.join(reference_url, "index.parquet"))
+def read_index(reference_url: str, indices: Iterable[int] | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """The pool index, or only the rows of ``indices``: streamed in record batches, so picking k rows out of a
+    pool of any size holds the k rows plus one batch, never the whole index."""
+    url = storage.join(reference_url, "index.parquet")
+    if indices is None:
+        frame = tables.read_frame(url)
+        return frame if columns is None else frame[columns]
+    wanted = np.unique(np.fromiter((int(i) for i in indices), dtype=np.int64))
+    parts = []
+    with storage.open_read(url) as f:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=65536, columns=columns):
+            frame = batch.to_pandas()
+            parts.append(frame[np.isin(frame["index"].to_numpy(), wanted)])
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+
+
+def shards_holding(reference: dict, indices: Iterable[int]) -> list[str]:
+    """Names of the shards that hold ``indices``: shards hold contiguous index ranges (reference.json)."""
+    starts = np.array([s["first_index"] for s in reference["shards"]], dtype=np.int64)
+    positions = np.searchsorted(starts, np.fromiter((int(i) for i in indices), dtype=np.int64), side="right") - 1
+    return [reference["shards"][p]["name"] for p in np.unique(positions[positions >= 0])]
 
 
 class _TarEndCheck:
@@ -274,8 +296,7 @@ def iter_shard(url: str, stats: ReadStats) -> Iterator[tuple[int, bytes]]:
 def load_images(reference_url: str, indices: Iterable[int], progress: bool = True) -> tuple[dict[int, bytes], ReadStats]:
     """Encoded images for ``indices``, reading only the shards that hold them (one at a time)."""
     wanted = set(int(i) for i in indices)
-    index = read_index(reference_url)
-    shards = sorted(index.loc[index["index"].isin(wanted), "shard"].unique())
+    shards = shards_holding(read_reference(reference_url), wanted)
     found, stats = {}, ReadStats()
     for name in tqdm(shards, desc="load selected", unit="shard", disable=not progress):
         for i, data in iter_shard(storage.join(reference_url, name), stats):

@@ -152,3 +152,12 @@ def test_webdataset_pipelines_read_s3_through_the_registered_opener(s3_root):
     _, shards = _pool(s3_root)
     dataset = wds.WebDataset(shards, shardshuffle=False, nodesplitter=None)
     assert [json.loads(s["json"])["index"] for s in dataset] == list(range(8))
+
+
+def test_index_rows_and_shards_for_a_few_indices(storage_root):
+    url = storage.join(storage_root, "p")
+    ref = pool.build_reference([_Source("a", 10)], url, shard_size=3, progress=False)
+    rows = pool.read_index(url, [9, 1, 4], ["index", "key", "shard"])
+    assert rows["index"].tolist() == [1, 4, 9] and list(rows.columns) == ["index", "key", "shard"]
+    assert rows["shard"].tolist() == ["shard-000000.tar", "shard-000001.tar", "shard-000003.tar"]
+    assert pool.shards_holding(ref, [9, 1, 4, 5]) == ["shard-000000.tar", "shard-000001.tar", "shard-000003.tar"]
