@@ -19,7 +19,7 @@ import torch
 from timm.models import register_model
 from torch import nn
 
-__all__ = ["create_model", "count_trainable"]
+__all__ = ["create_model"]
 
 
 def _block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
@@ -134,7 +134,3 @@ def create_model(name: str, num_classes: int, in_chans: int) -> nn.Module:
             f"'plada_cnn', 'plada_cnn_wide', 'plada_effnet_lite0'"
         )
     return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
-
-
-def count_trainable(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

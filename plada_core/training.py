@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["TrainConfig", "accuracy", "configure_torch", "predict", "shift_images", "to_tensors", "train_classifier"]
+__all__ = ["TrainConfig", "accuracy", "configure_torch", "predict", "shift_images", "train_classifier"]
 
 
 @dataclass(frozen=True)
@@ -109,9 +108,3 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((predict(model, x).argmax(1) == y).float().mean())
-
-
-def to_tensors(images: np.ndarray, labels: np.ndarray | None = None):
-    """float32 NxCxHxW array (and labels) → torch tensors without copying."""
-    x = torch.from_numpy(np.ascontiguousarray(images))
-    return (x, None) if labels is None else (x, torch.as_tensor(np.asarray(labels), dtype=torch.long))
