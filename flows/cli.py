@@ -102,7 +102,11 @@ def _runner(args):
 
 def _add_selection_args(p: argparse.ArgumentParser, keep: float = 0.1) -> None:
     p.add_argument("--keep", type=parse_keep, default=keep, help="fraction (0.05) or count (500) of the pool")
-    p.add_argument("--selector", default="energy", help="energy | opposite_energy | entropy | random")
+    p.add_argument(
+        "--selector",
+        default="energy",
+        help="energy | opposite_energy | entropy | random | knn | knn_agree | knn_cover | auto_energy",
+    )
     p.add_argument("--no-safety-net", dest="safety_net", action="store_false", help="turn the per-class quota off")
     p.add_argument("--alpha", type=float, default=0.5, help="Safety-Net exponent: K_c ∝ N_c^alpha")
     p.add_argument("--temperature", type=float, default=1.0, help="energy temperature T")
@@ -164,6 +168,9 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", required=True)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--keep", type=parse_keep, default=None)
+
+    bench = sub.add_parser("bench", help="selection benchmark: selectors × keeps × seeds (benchmarks/selection.py)")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="e.g. --quick, or --pairs A --keeps 0.01 0.1")
     return parser
 
 
@@ -279,11 +286,25 @@ def _cmd_demo(args) -> dict:
     )
 
 
+def _cmd_bench(args) -> dict:
+    import importlib.util
+    from pathlib import Path
+
+    # benchmarks/ is a folder of scripts, not a package: load the harness from its file.
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "selection.py"
+    spec = importlib.util.spec_from_file_location("plada_bench_selection", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return {"exit_code": module.main(args.bench_args)}
+
+
 COMMANDS = {
     "run": _cmd_run,
     "publish": _cmd_publish,
     "train-student": _cmd_train_student,
     "demo": _cmd_demo,
+    "bench": _cmd_bench,
 }
 
 

@@ -3,6 +3,10 @@
 The loop takes an iterator of ``(index, encoded bytes)`` and never holds more than one batch of images or
 logits: a shard of any size is scored in bounded memory, and only a handful of floats per image survive.
 Images that fail to decode are counted (and their indices kept) rather than skipped silently.
+
+Given a ``TargetBank`` (``plada_core.relevance``), the same forward pass also yields the domain-aware relevance
+columns (``RELEVANCE_COLUMNS``: kNN similarity to the target-train embeddings and friends), so relevance-based
+selectors stay a pure function of the scores files.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import torch
 from torch import nn
 
 from plada_core.images import PreprocessConfig, preprocess
+from plada_core.relevance import RELEVANCE_COLUMNS, TargetBank, features_and_logits, knn_scores
 
-__all__ = ["SCORE_COLUMNS", "ScoringConfig", "ShardScores", "score_logits", "score_stream"]
+__all__ = ["RELEVANCE_COLUMNS", "SCORE_COLUMNS", "ScoringConfig", "ShardScores", "score_logits", "score_stream"]
 
 SCORE_COLUMNS = ["index", "energy", "pred", "max_softmax", "entropy", "margin"]
 
@@ -88,8 +93,12 @@ def score_stream(
     decode: Callable[[bytes], np.ndarray],
     preprocess_cfg: PreprocessConfig,
     cfg: ScoringConfig,
+    bank: TargetBank | None = None,
 ) -> ShardScores:
-    """Score ``(index, encoded image)`` pairs with ``model``; undecodable images are recorded in ``dropped``."""
+    """Score ``(index, encoded image)`` pairs with ``model``; undecodable images are recorded in ``dropped``.
+
+    With a ``bank`` the frame also holds ``RELEVANCE_COLUMNS`` (the model must expose ``forward_features`` and
+    ``forward_head``, as every PLADA and timm model does)."""
     model.eval()
     parts, dropped, n_seen = [], [], 0
     for batch in _batched(samples, cfg.batch_size):
@@ -103,15 +112,26 @@ def score_stream(
                 dropped.append({"index": int(index), "reason": f"{type(exc).__name__}: {exc}"[:200]})
         if not arrays:
             continue
-        scores = score_logits(model(torch.from_numpy(np.stack(arrays))), cfg.temperature)
+        x = torch.from_numpy(np.stack(arrays))
+        if bank is None:
+            scores = score_logits(model(x), cfg.temperature)
+        else:
+            emb, logits = features_and_logits(model, x)
+            scores = score_logits(logits, cfg.temperature)
+            scores.update(knn_scores(emb, scores["pred"], scores["energy"], bank, cfg.temperature))
         parts.append(pd.DataFrame({"index": np.asarray(indices, np.int64), **scores}))
+    columns = SCORE_COLUMNS + (RELEVANCE_COLUMNS if bank is not None else [])
     frame = pd.concat(parts, ignore_index=True) if parts else _empty_frame()
-    return ShardScores(frame=frame[SCORE_COLUMNS], n_seen=n_seen, dropped=dropped)
+    return ShardScores(frame=frame[columns], n_seen=n_seen, dropped=dropped)
 
 
 def _empty_frame() -> pd.DataFrame:
     return pd.DataFrame(
         {
+            "knn_sim": np.empty(0, np.float32),
+            "knn_agree": np.empty(0, np.float32),
+            "knn_nn": np.empty(0, np.int32),
+            "energy_cdf": np.empty(0, np.float32),
             "index": np.empty(0, np.int64),
             "energy": np.empty(0, np.float32),
             "pred": np.empty(0, np.int32),

@@ -5,6 +5,12 @@ priority into exactly ``k`` global positions, either the ``k`` best overall or, 
 best ``K_c`` inside each predicted class. Everything here is a pure function of (scores, config): ties are
 broken by global position and the only randomness comes from ``np.random.default_rng(cfg.seed)``.
 
+Beside the paper's selectors sit domain-aware ones that read the relevance columns of the scoring pass
+(``plada_core.relevance``: ``knn_sim``, ``knn_agree``, ``knn_nn``, ``energy_cdf``): ``knn`` (most target-like
+first), ``knn_agree`` (target-like and label-consistent first), ``knn_cover`` (round-robin over the nearest target
+images, so the kept set covers the target data) and ``auto_energy`` (low- or high-energy first, whichever agrees
+with the target-based relevance).
+
 NaN priorities (a NaN energy from a broken image, say) rank after every non-NaN value of the same
 ranking, so they are kept only when a budget cannot be filled otherwise. Under the Safety-Net the ranking
 is per class: a NaN image can be kept to fill its own class's quota while a finite image of another
@@ -23,6 +29,7 @@ import numpy as np
 __all__ = [
     "SELECTORS",
     "SelectionConfig",
+    "energy_direction",
     "get_selector",
     "resolve_k",
     "safety_net_quotas",
@@ -60,11 +67,67 @@ def _random(scores: Scores, rng: np.random.Generator) -> np.ndarray:
     return rng.random(n)
 
 
+def _knn(scores: Scores, rng: np.random.Generator) -> np.ndarray:
+    """Most target-like first: mean cosine similarity to the 5 nearest target-train embeddings."""
+    return -_column(scores, "knn_sim").astype(np.float64)
+
+
+def _knn_agree(scores: Scores, rng: np.random.Generator) -> np.ndarray:
+    """Target-like *and* label-consistent first: ``knn_sim + knn_agree``, where ``knn_agree`` is the share of
+    the nearest target images whose true label is the teacher's pseudo-label (cleaner labels)."""
+    return -(_column(scores, "knn_sim").astype(np.float64) + _column(scores, "knn_agree").astype(np.float64))
+
+
+def _knn_cover(scores: Scores, rng: np.random.Generator) -> np.ndarray:
+    """Coverage of the target data: group the pool by nearest target-train image (``knn_nn``); the most similar
+    image of every group goes first, then every group's second, and so on, each round ordered by ``knn_sim``.
+    A kept set from this ranking spreads over the whole target distribution instead of piling onto its densest
+    corner."""
+    sim = _column(scores, "knn_sim").astype(np.float64)
+    group = _column(scores, "knn_nn").astype(np.int64)
+    n = len(sim)
+    # Best first inside each group: NaN similarity last, ties by position (lexsort is stable).
+    order = np.lexsort((np.arange(n), -np.nan_to_num(sim, nan=-np.inf), group))
+    sorted_groups = group[order]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    # Within a round, more similar first: a rank in [0, 1) from the global similarity order.
+    global_rank = np.empty(n, np.float64)
+    global_rank[np.lexsort((np.arange(n), -np.nan_to_num(sim, nan=-np.inf)))] = np.arange(n) / max(n, 1)
+    return rank + global_rank
+
+
+def energy_direction(scores: Scores) -> int:
+    """+1 when low energy goes with target-likeness (the paper's rule), -1 when high energy does (far-OOD).
+
+    Decided from target data only: the sign of the rank correlation between energy and ``knn_sim`` (similarity to
+    the target training images) over the pool. Negative correlation (low energy ⇔ target-like) → +1.
+    """
+    energy = _column(scores, "energy").astype(np.float64)
+    sim = _column(scores, "knn_sim").astype(np.float64)
+    ok = np.isfinite(energy) & np.isfinite(sim)
+    if ok.sum() < 2:
+        return 1
+    ranks = [np.argsort(np.argsort(v[ok], kind="stable"), kind="stable").astype(np.float64) for v in (energy, sim)]
+    corr = np.corrcoef(*ranks)[0, 1]
+    return -1 if np.isfinite(corr) and corr > 0 else 1
+
+
+def _auto_energy(scores: Scores, rng: np.random.Generator) -> np.ndarray:
+    """The paper's energy rule with its direction chosen by ``energy_direction`` (low or high energy first)."""
+    return energy_direction(scores) * _column(scores, "energy").astype(np.float64)
+
+
 SELECTORS: dict[str, Selector] = {
     "energy": _energy,
     "opposite_energy": _opposite_energy,
     "entropy": _entropy,
     "random": _random,
+    "knn": _knn,
+    "knn_agree": _knn_agree,
+    "knn_cover": _knn_cover,
+    "auto_energy": _auto_energy,
 }
 
 

@@ -17,17 +17,24 @@ from plada_core.selection import (
 )
 
 FAST = settings(max_examples=60, deadline=None)
-DETERMINISTIC = ["energy", "opposite_energy", "entropy"]
+DETERMINISTIC = ["energy", "opposite_energy", "entropy"]  # the ones whose NaN rule is tested column by column
 
 
 def make_scores(energy, pred, entropy=None):
+    """Paper columns plus the relevance columns of the scoring pass (derived from them, so ties and NaNs carry
+    over): every registered selector can run on these."""
     energy = np.asarray(energy, dtype=np.float32)
     entropy = np.abs(energy) if entropy is None else np.asarray(entropy, dtype=np.float32)
+    n = len(energy)
     return {
         "energy": energy,
         "pred": np.asarray(pred, dtype=np.int32),
         "entropy": entropy,
         "max_softmax": np.exp(-np.nan_to_num(entropy)),
+        "knn_sim": np.tanh(-energy).astype(np.float32),
+        "knn_agree": (np.arange(n) % 3 / 2).astype(np.float32),
+        "knn_nn": (np.arange(n) % 4).astype(np.int32),
+        "energy_cdf": np.linspace(0, 1, n, dtype=np.float32),
     }
 
 
@@ -94,7 +101,7 @@ def test_numpy_scalars_are_accepted():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(selector="energyy"), r"unknown selector 'energyy'; valid selectors: \['energy', 'entropy'"),
+        (dict(selector="energyy"), r"unknown selector 'energyy'; valid selectors: \['auto_energy', 'energy', 'entropy'"),
         (dict(keep=2.0), "got 2.0"),
         (dict(keep=0), "got 0"),
         (dict(alpha=math.inf), "alpha must be finite, got inf"),

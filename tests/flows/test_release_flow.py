@@ -82,3 +82,11 @@ def test_student_runs_report_and_plot_accuracy_over_releases(prefect_server, req
     png = (releases.version_url(request_for().root_url, "tiny", "k30").removeprefix("file://")
            + "/students/plada_cnn-seed0/accuracy_vs_payload.png")
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ui_form_offers_exactly_the_registered_selectors():
+    import typing
+
+    from plada_core.selection import SELECTORS
+
+    assert set(typing.get_args(PublishRequest.model_fields["selector"].annotation)) == set(SELECTORS)

@@ -1,0 +1,52 @@
+"""The selection benchmark's ``--quick`` mode end to end on the tiny pair (CI), and its pure helpers."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_selection", ROOT / "benchmarks" / "selection.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_random_has_no_safety_net_and_nosn_turns_it_off(bench):
+    assert not bench.selection_config("random", 0.1, 0).safety_net
+    assert bench.selection_config("knn", 0.1, 1).safety_net
+    cfg = bench.selection_config("knn-nosn", 0.05, 2)
+    assert (cfg.selector, cfg.safety_net, cfg.keep, cfg.seed) == ("knn", False, 0.05, 2)
+
+
+def test_quick_mode_writes_every_output(bench, tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    assert bench.main(["--quick", "--work", str(work), "--out", str(out), "--threads", "1"]) == 0
+    df = pd.read_csv(out / "selection.csv")
+    assert set(bench.RESULT_COLUMNS) <= set(df.columns)
+    assert len(df) == 3 * 2  # 3 selectors x 2 keeps x 1 seed
+    assert set(df["pair"]) == {"tiny"} and set(df["selector"]) == {"random", "energy", "knn"}
+    assert (df.groupby("keep")["n_kept"].nunique() == 1).all(), "every selector keeps exactly k"
+    assert df["n_kept"].tolist() == [round(k * 2000) for k in df["keep"]]
+    assert df["relevant_frac"].between(0, 1).all() and df["student_acc"].between(0, 1).all()
+    assert all(sum(json.loads(h)) == n for h, n in zip(df["class_histogram"], df["n_kept"]))
+    assert pd.read_parquet(out / "selection.parquet").shape == df.shape
+    report = (out / "selection.md").read_text()
+    assert "## Pair tiny" in report and "knn" in report and "Average over keeps" in report
+    assert (out / "selection.png").stat().st_size > 0
+    # a re-run resumes from the finished runs and gives the same table
+    before = df.copy()
+    assert bench.main(["--quick", "--work", str(work), "--out", str(out), "--threads", "1"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "selection.csv"), before)
+    assert bench.main(["--pairs", "tiny", "--collect", "--work", str(work), "--out", str(tmp_path / "c")]) == 0
+    assert len(pd.read_csv(tmp_path / "c" / "selection.csv")) == 6
