@@ -11,6 +11,9 @@ selectors stay a pure function of the scores files.
 
 from __future__ import annotations
 
+import queue
+import threading
+
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
@@ -29,12 +32,14 @@ SCORE_COLUMNS = ["index", "energy", "pred", "max_softmax", "entropy", "margin"]
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    """``temperature`` is T in ``E(x) = -T·logsumexp(f(x)/T)``; ``max_drop_rate`` is the fraction of a
-    shard's samples that may fail to decode before the shard is declared broken."""
+    """``temperature`` is T in ``E(x) = -T·logsumexp(f(x)/T)``; ``max_drop_rate`` is the fraction of the
+    pool's images that may be unscorable before a run fails; ``prefetch`` reads and decodes the next batches
+    in a background thread while the model runs."""
 
     temperature: float = 1.0
     batch_size: int = 256
     max_drop_rate: float = 0.01
+    prefetch: bool = True
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -101,18 +106,12 @@ def score_stream(
     ``forward_head``, as every PLADA and timm model does)."""
     model.eval()
     parts, dropped, n_seen = [], [], 0
-    for batch in _batched(samples, cfg.batch_size):
-        n_seen += len(batch)
-        indices, arrays = [], []
-        for index, data in batch:
-            try:
-                arrays.append(preprocess(decode(data), preprocess_cfg))
-                indices.append(index)
-            except Exception as exc:  # noqa: BLE001 - any decode failure is a counted drop
-                dropped.append({"index": int(index), "reason": f"{type(exc).__name__}: {exc}"[:200]})
-        if not arrays:
+    batches = _prepared_batches(samples, decode, preprocess_cfg, cfg.batch_size)
+    for n_batch, indices, x, batch_dropped in _prefetch(batches) if cfg.prefetch else batches:
+        n_seen += n_batch
+        dropped += batch_dropped
+        if x is None:
             continue
-        x = torch.from_numpy(np.stack(arrays))
         if bank is None:
             scores = score_logits(model(x), cfg.temperature)
         else:
@@ -123,6 +122,62 @@ def score_stream(
     columns = SCORE_COLUMNS + (RELEVANCE_COLUMNS if bank is not None else [])
     frame = pd.concat(parts, ignore_index=True) if parts else _empty_frame()
     return ShardScores(frame=frame[columns], n_seen=n_seen, dropped=dropped)
+
+
+def _prepared_batches(samples, decode, preprocess_cfg: PreprocessConfig, batch_size: int):
+    """Read, decode and preprocess one batch at a time: (n read, indices, tensor or None, dropped)."""
+    for batch in _batched(samples, batch_size):
+        indices, arrays, dropped = [], [], []
+        for index, data in batch:
+            try:
+                arrays.append(preprocess(decode(data), preprocess_cfg))
+                indices.append(index)
+            except Exception as exc:  # noqa: BLE001 - any decode failure is a counted drop
+                dropped.append({"index": int(index), "reason": f"{type(exc).__name__}: {exc}"[:200]})
+        yield len(batch), indices, torch.from_numpy(np.stack(arrays)) if arrays else None, dropped
+
+
+_DONE = object()
+
+
+def _prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
+    """Run ``iterator`` in a background thread, ``depth`` items ahead, preserving order.
+
+    Reading the tar and decoding are Python (GIL-bound) while the forward pass runs in torch kernels that
+    release the GIL: overlapping them hides the input pipeline behind the model (on a GPU worker entirely).
+    Exceptions are re-raised in the consumer; an abandoned consumer stops the producer at its next put.
+    """
+    out: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in iterator:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            put(exc)
+
+    thread = threading.Thread(target=produce, name="plada-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := out.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _empty_frame() -> pd.DataFrame:

@@ -59,3 +59,20 @@ def test_score_stream_on_a_tiny_shard_by_hand_and_counts_bad_images():
     # image of 1.0s: logits (16, 0) → energy = -logsumexp = -(16 + log(1 + e^-16)); zeros: -log 2
     assert out.frame["energy"].tolist() == pytest.approx([-(16 + np.log1p(np.exp(-16))), -np.log(2)], rel=1e-6)
     assert out.frame["pred"].tolist() == [0, 0]
+
+
+def test_prefetch_gives_the_same_scores_and_propagates_errors():
+    samples = [(i, _png(i * 7 % 256)) for i in range(50)] + [(99, b"junk")]
+    pre = PreprocessConfig(image_size=4, channels=1)
+    with_thread = score_stream(_Sum(), samples, _decode, pre, ScoringConfig(batch_size=8, prefetch=True))
+    inline = score_stream(_Sum(), samples, _decode, pre, ScoringConfig(batch_size=8, prefetch=False))
+    assert with_thread.frame.equals(inline.frame)
+    assert [d["index"] for d in with_thread.dropped] == [d["index"] for d in inline.dropped] == [99]
+    assert with_thread.n_seen == 51
+
+    def broken():
+        yield 0, _png(1)
+        raise OSError("connection reset")
+
+    with pytest.raises(OSError, match="connection reset"):
+        score_stream(_Sum(), broken(), _decode, pre, ScoringConfig(batch_size=1))
