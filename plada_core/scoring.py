@@ -34,12 +34,14 @@ SCORE_COLUMNS = ["index", "energy", "pred", "max_softmax", "entropy", "margin"]
 class ScoringConfig:
     """``temperature`` is T in ``E(x) = -T·logsumexp(f(x)/T)``; ``max_drop_rate`` is the fraction of the
     pool's images that may be unscorable before a run fails; ``prefetch`` reads and decodes the next batches
-    in a background thread while the model runs."""
+    in a background thread while the model runs. Off by default: on CPU-only workers the thread competes with
+    torch for the same cores (benchmarks/scoring.py: pipeline/ceiling 0.71 with it, 0.81 without, on 2 cores);
+    turn it on where the model runs on an accelerator and the cores are otherwise idle."""
 
     temperature: float = 1.0
     batch_size: int = 256
     max_drop_rate: float = 0.01
-    prefetch: bool = True
+    prefetch: bool = False
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
