@@ -58,3 +58,15 @@ def test_rerun_resumes_and_reproduces(prefect_server, tiny_npz, tmp_path):
     fresh = _run(tiny_npz, tmp_path / "b")  # same seed, new directory: same numbers
     for key in ("teacher_acc", "student_acc", "random_acc", "payload_bytes", "reference_fingerprint"):
         assert first[key] == again[key] == fresh[key], key
+
+
+def test_plada_run_with_every_output_on_s3(prefect_server, tiny_npz, s3_root):
+    """Pool, teacher, scores, manifest, payload, students and report all on moto's S3 server."""
+    report = _run(tiny_npz, s3_root)
+    assert report["n_kept"] == 60 and report["payload_bytes"] < 1_000_000
+    on_s3 = storage.read_json(storage.join(s3_root, "report.json"))
+    assert on_s3["student_acc"] == report["student_acc"]
+    for part in ("publish/payload.plada", "publish/manifest.parquet", "publish/teacher/teacher.pt",
+                 "student/student.pt", "reference/index.parquet"):
+        assert storage.exists(storage.join(s3_root, part)), part
+    assert "AWS" not in json.dumps(on_s3) and "127.0.0.1" not in json.dumps(on_s3)
