@@ -150,3 +150,13 @@ def storage_root(request, tmp_path) -> str:
     if request.param == "s3":
         return request.getfixturevalue("s3_root")
     return tmp_path.as_uri()
+
+
+@pytest.fixture(autouse=True)
+def _restore_subnormals():
+    """Training and scoring turn on flush-to-zero for speed (``configure_torch``); that process-wide CPU flag
+    makes hypothesis refuse to draw floats in every later test. Restore IEEE behaviour after each test."""
+    yield
+    import torch
+
+    torch.set_flush_denormal(False)
