@@ -49,8 +49,8 @@ from plada_core.io.sources import decode_image, open_source  # noqa: E402
 from plada_core.payload import decode_payload, encode_payload  # noqa: E402
 from plada_core.scoring import ScoringConfig  # noqa: E402
 from plada_core.selection import SelectionConfig, energy_direction, select  # noqa: E402
-from plada_core.teacher import evaluate, fit_classifier  # noqa: E402
-from plada_core.training import TrainConfig, configure_torch  # noqa: E402
+from plada_core.teacher import fit_classifier  # noqa: E402
+from plada_core.training import TrainConfig, accuracy, configure_torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_CODEC = "paper-zstd19"
@@ -250,7 +250,7 @@ def run_one(prep: Prepared, selector: str, keep: float, seed: int, trained: dict
         student_acc = trained[key]
     else:
         cfg = TrainConfig(model=pair.student_model, epochs=pair.student_epochs, seed=seed)
-        student_acc = evaluate(fit_classifier(x, y, prep.n_classes, cfg), prep.x_test, prep.y_test)
+        student_acc = accuracy(fit_classifier(x, y, prep.n_classes, cfg), prep.x_test, prep.y_test)
         if trained is not None:
             trained[key] = student_acc
     info = prep.index.set_index("index").loc[decoded.indices]

@@ -191,6 +191,12 @@ def _selection_cfg(args) -> SelectionConfig:
     )
 
 
+def _teacher_cfg(args) -> TeacherConfig:
+    return TeacherConfig(
+        train=_train_cfg(args, "teacher"), preprocess=_preprocess_cfg(args), checkpoint=args.teacher_checkpoint
+    )
+
+
 def _scoring_cfg(args) -> ScoringConfig:
     return ScoringConfig(temperature=args.temperature, max_drop_rate=args.max_drop_rate)
 
@@ -205,17 +211,13 @@ def _cmd_reference_build(args) -> dict:
 def _cmd_run(args) -> dict:
     from flows.run import plada_run
 
-    preprocess = _preprocess_cfg(args)
-    teacher = TeacherConfig(
-        train=_train_cfg(args, "teacher"), preprocess=preprocess, checkpoint=args.teacher_checkpoint
-    )
-    student = StudentConfig(train=_train_cfg(args, "student"), preprocess=preprocess)
+    student = StudentConfig(train=_train_cfg(args, "student"), preprocess=_preprocess_cfg(args))
     return plada_run(
         args.reference,
         args.target_train,
         args.target_test,
         args.out,
-        teacher,
+        _teacher_cfg(args),
         _scoring_cfg(args),
         _selection_cfg(args),
         student,
@@ -230,15 +232,12 @@ def _cmd_publish(args) -> dict:
     from flows.publish import publish
     from flows.runners import make_task_runner
 
-    teacher = TeacherConfig(
-        train=_train_cfg(args, "teacher"), preprocess=_preprocess_cfg(args), checkpoint=args.teacher_checkpoint
-    )
     out = publish.with_options(task_runner=make_task_runner(_runner(args)))(
         args.reference_url,
         args.target_train,
         args.target_test,
         args.out,
-        teacher,
+        _teacher_cfg(args),
         _scoring_cfg(args),
         _selection_cfg(args),
         args.codec,

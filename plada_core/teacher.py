@@ -9,9 +9,9 @@ from torch import nn
 
 from plada_core.images import PreprocessConfig
 from plada_core.models import create_model
-from plada_core.training import TrainConfig, accuracy, train_classifier
+from plada_core.training import TrainConfig, train_classifier
 
-__all__ = ["checkpoint_meta", "evaluate", "fit_classifier", "model_from_checkpoint"]
+__all__ = ["checkpoint_meta", "fit_classifier", "model_from_checkpoint"]
 
 
 def fit_classifier(
@@ -51,6 +51,3 @@ def model_from_checkpoint(state_dict: dict, meta: dict) -> tuple[nn.Module, Prep
         raise ValueError(f"checkpoint does not fit model {meta['model']!r}: {str(exc)[:300]}") from exc
     return model.eval(), preprocess
 
-
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return accuracy(model, x, y)

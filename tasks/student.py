@@ -12,7 +12,8 @@ from plada_core.datasets import selected_tensors
 from plada_core.io import checkpoints, pool, storage
 from plada_core.io.sources import decode_image
 from plada_core.payload import decode_payload
-from plada_core.teacher import checkpoint_meta, evaluate, fit_classifier
+from plada_core.teacher import checkpoint_meta, fit_classifier
+from plada_core.training import accuracy
 from tasks.common import load_split, logger, setup_torch
 
 
@@ -42,7 +43,7 @@ def train_student(payload_url: str, reference_url: str, target_test: str, out_ur
     model = fit_classifier(x, y, payload.n_classes, cfg.train, desc="student")
     x_test, y_test, class_names = load_split(target_test, cfg.preprocess)
     metrics = {
-        "student_acc": evaluate(model, x_test, y_test),
+        "student_acc": accuracy(model, x_test, y_test),
         "n_train": len(x),
         "n_missing": len(missing),
         "read_errors": stats.errors[:20],

@@ -12,7 +12,8 @@ from plada_core.config import TeacherConfig, to_dict
 from plada_core.io import checkpoints, storage
 from plada_core.io.sources import open_source
 from plada_core.relevance import TargetBank, build_bank
-from plada_core.teacher import checkpoint_meta, evaluate, fit_classifier, model_from_checkpoint
+from plada_core.teacher import checkpoint_meta, fit_classifier, model_from_checkpoint
+from plada_core.training import accuracy
 from tasks.common import load_split, logger, setup_torch
 
 BANK_NAME = "target_bank.npz"
@@ -78,7 +79,7 @@ def train_teacher(target_train: str, target_test: str, out_url: str, cfg: Teache
         model = fit_classifier(x, y, len(class_names), cfg.train, desc="teacher")
     write_bank(model, x, y, url)  # before the checkpoint: a present teacher.pt implies a complete bank
     x_test, y_test, _ = load_split(target_test, preprocess)
-    acc = evaluate(model, x_test, y_test)
+    acc = accuracy(model, x_test, y_test)
     logger().info("teacher %s: test accuracy %.4f on %s", model_name, acc, target_test)
     meta = checkpoint_meta(
         model_name,
