@@ -40,21 +40,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
 from plada_core.config import TeacherConfig  # noqa: E402
 from plada_core.datasets import selected_tensors  # noqa: E402
 from plada_core.images import PreprocessConfig  # noqa: E402
 from plada_core.io import checkpoints, pool, storage, tables  # noqa: E402
 from plada_core.io.sources import decode_image, open_source  # noqa: E402
+from plada_core.models import create_model  # noqa: E402
 from plada_core.payload import decode_payload, encode_payload  # noqa: E402
 from plada_core.scoring import ScoringConfig  # noqa: E402
 from plada_core.selection import SelectionConfig, energy_direction, select  # noqa: E402
 from plada_core.teacher import fit_classifier  # noqa: E402
-from plada_core.training import TrainConfig, accuracy, configure_torch  # noqa: E402
+from plada_core.training import TrainConfig, accuracy, configure_torch, features, train_head  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_CODEC = "paper-zstd19"
-DEFAULT_SELECTORS = ["random", "energy", "auto_energy", "knn", "knn_agree", "knn_cover"]
+DEFAULT_SELECTORS = ["random", "energy", "auto_energy", "knn", "knn_agree", "knn_cover", "knn_sample"]
 RESULT_COLUMNS = [
     "pair", "selector", "keep", "seed", "student_acc", "teacher_acc", "payload_bytes", "n_kept",
     "relevant_frac", "pseudo_label_acc", "class_histogram", "energy_direction", "wall_s",
@@ -157,9 +159,10 @@ class Prepared:
     teacher_acc: float
     scores: pd.DataFrame
     index: pd.DataFrame
-    x_pool: torch.Tensor  # every pool image, preprocessed, row = global index
-    x_test: torch.Tensor
+    x_pool: torch.Tensor  # every pool image, preprocessed (or its frozen-backbone features), row = global index
+    x_test: torch.Tensor  # likewise for the target test split
     y_test: torch.Tensor
+    frozen_student: bool = False  # x_pool and x_test hold the student backbone's features
 
 
 def prepare_pair(name: str, work: Path, shard_size: int = 8192) -> Prepared:
@@ -184,11 +187,16 @@ def prepare_pair(name: str, work: Path, shard_size: int = 8192) -> Prepared:
     ]
     scores = pd.concat([tables.read_frame(u) for u in urls], ignore_index=True).sort_values("index", ignore_index=True)
     index = pool.read_index(ref_url)
-    x_pool = _pool_tensor(ref_url, index, pair.preprocess, pair_work / "pool-x.pt")
     x_test, y_test, _ = load_split(pair.target_test, pair.preprocess)
+    backbone = _frozen_student(pair, int(meta["num_classes"]))
+    if backbone is None:
+        x_pool = _pool_tensor(ref_url, index, pair.preprocess, pair_work / "pool-x.pt")
+    else:
+        x_pool = _pool_features(ref_url, index, pair.preprocess, backbone, pair_work / "pool-features.pt")
+        x_test = features(backbone, x_test)
     return Prepared(
         pair, ref_url, ref["fingerprint"], int(meta["num_classes"]), float(meta["test_acc"]), scores, index,
-        x_pool, x_test, y_test,
+        x_pool, x_test, y_test, backbone is not None,
     )  # fmt: skip
 
 
@@ -203,6 +211,33 @@ def _pool_tensor(ref_url: str, index: pd.DataFrame, cfg: PreprocessConfig, cache
         raise RuntimeError(f"{len(missing)} pool images could not be read: {missing[:5]}")
     torch.save(x, cache)
     return x
+
+
+def _frozen_student(pair: Pair, n_classes: int) -> torch.nn.Module | None:
+    """The student model when its backbone is frozen (its features are then computed once per pool), else None."""
+    model = create_model(pair.student_model, num_classes=n_classes, in_chans=pair.preprocess.channels)
+    return model if getattr(model, "frozen_backbone", False) else None
+
+
+def _pool_features(
+    ref_url: str, index: pd.DataFrame, cfg: PreprocessConfig, model: torch.nn.Module, cache: Path, chunk: int = 4096
+) -> torch.Tensor:
+    """Frozen-backbone features of every pool image (cached), computed chunk by chunk: at 64 px the images of a
+    100 k pool would take 5 GB, their features 0.5 GB."""
+    if cache.exists():
+        return torch.load(cache, weights_only=True)
+    indices = index["index"].to_numpy()
+    parts = []
+    for start in tqdm(range(0, len(indices), chunk), desc="pool features", unit="chunk"):
+        part = indices[start : start + chunk]
+        encoded, _ = pool.load_images(ref_url, part, progress=False)
+        x, _, missing = selected_tensors(encoded, part, np.zeros(len(part), np.int64), decode_image, cfg)
+        if missing:
+            raise RuntimeError(f"{len(missing)} pool images could not be read: {missing[:5]}")
+        parts.append(features(model, x))
+    out = torch.cat(parts)
+    torch.save(out, cache)
+    return out
 
 
 def relevance_auroc(prep: Prepared) -> dict[str, float]:
@@ -250,7 +285,7 @@ def run_one(prep: Prepared, selector: str, keep: float, seed: int, trained: dict
         student_acc = trained[key]
     else:
         cfg = TrainConfig(model=pair.student_model, epochs=pair.student_epochs, seed=seed)
-        student_acc = accuracy(fit_classifier(x, y, prep.n_classes, cfg), prep.x_test, prep.y_test)
+        student_acc = _student_accuracy(prep, x, y, cfg)
         if trained is not None:
             trained[key] = student_acc
     info = prep.index.set_index("index").loc[decoded.indices]
@@ -267,6 +302,18 @@ def run_one(prep: Prepared, selector: str, keep: float, seed: int, trained: dict
         "class_histogram": json.dumps(np.bincount(decoded.labels, minlength=prep.n_classes).tolist()),
         "energy_direction": direction, "wall_s": round(time.perf_counter() - start, 2),
     }  # fmt: skip
+
+
+def _student_accuracy(prep: Prepared, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> float:
+    """Train the student recipe on (x, y) and test it. With a frozen backbone ``x`` already holds features: the
+    head is trained exactly as ``fit_classifier`` would train it (same seed, same steps), only faster."""
+    if prep.frozen_student:
+        torch.manual_seed(cfg.seed)  # model init is part of the recipe, as in fit_classifier
+        model = create_model(cfg.model, num_classes=prep.n_classes, in_chans=prep.pair.preprocess.channels)
+        train_head(model, x, y, cfg)
+        with torch.no_grad():
+            return float((model.forward_head(prep.x_test).argmax(1) == prep.y_test).float().mean())
+    return accuracy(fit_classifier(x, y, prep.n_classes, cfg), prep.x_test, prep.y_test)
 
 
 def collect_pair(name: str, work: Path) -> tuple[list[dict], dict]:
@@ -373,6 +420,15 @@ def write_outputs(df: pd.DataFrame, infos: dict, out: Path) -> None:
     _plot(df, out / "selection.png")
 
 
+def selector_colours(selectors) -> dict[str, tuple]:
+    """One colour per selector, the same in every panel: tab10 by sorted name (tab20 beyond ten)."""
+    import matplotlib
+
+    names = sorted(set(selectors))
+    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
+
+
 def _plot(df: pd.DataFrame, path: Path) -> None:
     import matplotlib
 
@@ -380,12 +436,14 @@ def _plot(df: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     pairs = sorted(df["pair"].unique())
+    colours = selector_colours(df["selector"].unique())
     fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 4.5), squeeze=False)
     for ax, pair in zip(axes[0], pairs):
         group = df[df["pair"] == pair]
         for selector, g in group.groupby("selector"):
             m = g.groupby("keep").agg(x=("payload_bytes", "mean"), y=("student_acc", "mean"), e=("student_acc", "std"))
-            ax.errorbar(m["x"], m["y"], yerr=m["e"].fillna(0), marker="o", capsize=3, label=selector)
+            ax.errorbar(m["x"], m["y"], yerr=m["e"].fillna(0), marker="o", capsize=3, label=selector,
+                        color=colours[selector])  # fmt: skip
         ax.axhline(group["teacher_acc"].iloc[0], color="k", ls="--", lw=1,
                    label="teacher (full target train data)")  # fmt: skip
         ax.set_xscale("log")

@@ -8,7 +8,8 @@ broken by global position and the only randomness comes from ``np.random.default
 Beside the paper's selectors sit domain-aware ones that read the relevance columns of the scoring pass
 (``plada_core.relevance``: ``knn_sim``, ``knn_agree``, ``knn_nn``, ``energy_cdf``): ``knn`` (most target-like
 first), ``knn_agree`` (target-like and label-consistent first), ``knn_cover`` (round-robin over the nearest target
-images, so the kept set covers the target data) and ``auto_energy`` (low- or high-energy first, whichever agrees
+images, so the kept set covers the target data), ``knn_sample`` (the same rounds in random order: a random
+sample of target neighbourhoods) and ``auto_energy`` (low- or high-energy first, whichever agrees
 with the target-based relevance).
 
 NaN priorities (a NaN energy from a broken image, say) rank after every non-NaN value of the same
@@ -78,24 +79,45 @@ def _knn_agree(scores: Scores, rng: np.random.Generator) -> np.ndarray:
     return -(_column(scores, "knn_sim").astype(np.float64) + _column(scores, "knn_agree").astype(np.float64))
 
 
+def _rank_in_group(sim: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Each image's rank inside its ``knn_nn`` group, most similar first (0 = the group's best); NaN similarity
+    ranks last, ties by position (lexsort is stable)."""
+    n = len(sim)
+    order = np.lexsort((np.arange(n), -np.nan_to_num(sim, nan=-np.inf), group))
+    sorted_groups = group[order]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    return rank
+
+
 def _knn_cover(scores: Scores, rng: np.random.Generator) -> np.ndarray:
     """Coverage of the target data: group the pool by nearest target-train image (``knn_nn``); the most similar
     image of every group goes first, then every group's second, and so on, each round ordered by ``knn_sim``.
     A kept set from this ranking spreads over the whole target distribution instead of piling onto its densest
     corner."""
     sim = _column(scores, "knn_sim").astype(np.float64)
-    group = _column(scores, "knn_nn").astype(np.int64)
+    rank = _rank_in_group(sim, _column(scores, "knn_nn").astype(np.int64))
     n = len(sim)
-    # Best first inside each group: NaN similarity last, ties by position (lexsort is stable).
-    order = np.lexsort((np.arange(n), -np.nan_to_num(sim, nan=-np.inf), group))
-    sorted_groups = group[order]
-    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
-    rank = np.empty(n, np.int64)
-    rank[order] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
     # Within a round, more similar first: a rank in [0, 1) from the global similarity order.
     global_rank = np.empty(n, np.float64)
     global_rank[np.lexsort((np.arange(n), -np.nan_to_num(sim, nan=-np.inf)))] = np.arange(n) / max(n, 1)
     return rank + global_rank
+
+
+def _knn_sample(scores: Scores, rng: np.random.Generator) -> np.ndarray:
+    """A random sample of the target data, each sampled target image standing for its nearest pool images.
+
+    Rounds as in ``knn_cover`` (every ``knn_nn`` group's best match before any group's second), but each round
+    visits the groups in random order instead of most-similar first. A budget smaller than one round is then a
+    uniform sample of target neighbourhoods, as representative as random selection, yet every kept image is a
+    target image's nearest neighbour in the pool rather than an arbitrary pool image. Ordering rounds by
+    similarity (``knn_cover``) favours the target images with the closest pool matches, which on a pool that
+    is mostly in-domain are the most typical and least informative ones (pair B in benchmarks/results).
+    """
+    sim = _column(scores, "knn_sim").astype(np.float64)
+    rank = _rank_in_group(sim, _column(scores, "knn_nn").astype(np.int64))
+    return rank + rng.random(len(sim))
 
 
 def energy_direction(scores: Scores) -> int:
@@ -127,6 +149,7 @@ SELECTORS: dict[str, Selector] = {
     "knn": _knn,
     "knn_agree": _knn_agree,
     "knn_cover": _knn_cover,
+    "knn_sample": _knn_sample,
     "auto_energy": _auto_energy,
 }
 

@@ -13,7 +13,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["TrainConfig", "accuracy", "configure_torch", "predict", "shift_images", "train_classifier"]
+__all__ = [
+    "TrainConfig",
+    "accuracy",
+    "configure_torch",
+    "features",
+    "predict",
+    "shift_images",
+    "train_classifier",
+    "train_head",
+]
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,8 @@ def _batches(n: int, batch_size: int, gen: torch.Generator | None):
 
 
 @torch.no_grad()
-def _features(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+def features(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """``model.forward_features`` of ``x`` in eval mode, in batches."""
     model.eval()
     return torch.cat([model.forward_features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
 
@@ -62,30 +72,53 @@ def train_classifier(
 ) -> nn.Module:
     """Train ``model`` on ``x`` (NxCxHxW float) and ``y`` (N int64) in place and return it.
 
-    Models with ``frozen_backbone`` train only their head, on features computed once.
+    Models with ``frozen_backbone`` train only their head, on features computed once (``train_head``).
     """
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"need the same non-zero number of images and labels, got {len(x)} and {len(y)}")
+    _check_pairs(x, y)
+    if getattr(model, "frozen_backbone", False):
+        return train_head(model, features(model, x), y, cfg, desc=desc)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    frozen = getattr(model, "frozen_backbone", False)
-    inputs = _features(model, x, 256) if frozen else x
-    forward = model.forward_head if frozen else model
+    max_shift = round(cfg.shift * x.shape[-1])
+    _fit(model, model, x, y, cfg, gen, lambda xb: shift_images(xb, max_shift, gen), desc)
+    return model.eval()
+
+
+def train_head(
+    model: nn.Module, features: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, desc: str = "train"
+) -> nn.Module:
+    """Train only ``model.forward_head`` on precomputed ``features`` (N x num_features), no augmentation.
+
+    Exactly what ``train_classifier`` does for a frozen-backbone model, minus computing the features: a caller
+    that scores many selections of one pool can compute every pool image's features once.
+    """
+    _check_pairs(features, y)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    _fit(model, model.forward_head, features, y, cfg, gen, lambda xb: xb, desc)
+    return model.eval()
+
+
+def _check_pairs(x: torch.Tensor, y: torch.Tensor) -> None:
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"need the same non-zero number of images and labels, got {len(x)} and {len(y)}")
+
+
+def _fit(model: nn.Module, forward, inputs: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+         gen: torch.Generator, augment, desc: str) -> None:  # fmt: skip
+    """AdamW + one-cycle over ``cfg.epochs`` shuffled passes, updating the parameters that require grad."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * ((len(x) + cfg.batch_size - 1) // cfg.batch_size)
+    steps = cfg.epochs * ((len(inputs) + cfg.batch_size - 1) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
-    max_shift = 0 if frozen else int(round(cfg.shift * x.shape[-1]))
     model.train()
     for _ in tqdm(range(cfg.epochs), desc=desc, unit="epoch", leave=False):
-        for idx in _batches(len(x), cfg.batch_size, gen):
-            xb = inputs[idx] if frozen else shift_images(inputs[idx], max_shift, gen)
-            loss = nn.functional.cross_entropy(forward(xb), y[idx])
+        for idx in _batches(len(inputs), cfg.batch_size, gen):
+            loss = nn.functional.cross_entropy(forward(augment(inputs[idx])), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-    return model.eval()
 
 
 def shift_images(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:

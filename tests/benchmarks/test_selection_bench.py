@@ -50,3 +50,9 @@ def test_quick_mode_writes_every_output(bench, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(out / "selection.csv"), before)
     assert bench.main(["--pairs", "tiny", "--collect", "--work", str(work), "--out", str(tmp_path / "c")]) == 0
     assert len(pd.read_csv(tmp_path / "c" / "selection.csv")) == 6
+
+
+def test_selector_colours_are_the_same_in_every_panel(bench):
+    one = bench.selector_colours(["random", "knn_cover"])
+    both = bench.selector_colours(["knn_cover", "random", "random"])
+    assert one == both and len(set(one.values())) == 2

@@ -1,4 +1,4 @@
-"""Domain-aware selectors (knn, knn_agree, knn_cover, auto_energy): by hand, exact k, quotas, determinism."""
+"""Domain-aware selectors (knn, knn_agree, knn_cover, knn_sample, auto_energy): by hand, exact k, quotas, determinism."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from plada_core.selection import SelectionConfig, energy_direction, get_selector, resolve_k, safety_net_quotas, select
 
-RELEVANCE_SELECTORS = ["knn", "knn_agree", "knn_cover", "auto_energy"]
+RELEVANCE_SELECTORS = ["knn", "knn_agree", "knn_cover", "knn_sample", "auto_energy"]
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -60,6 +60,25 @@ def test_knn_cover_takes_the_best_of_every_target_neighbourhood_first():
     assert select(scores, 1, SelectionConfig(selector="knn_cover", keep=4, safety_net=False)).tolist() == [0, 1, 3, 4]
 
 
+def test_knn_sample_finishes_a_round_before_any_second_pick_and_visits_groups_at_random():
+    # 30 groups of 3; inside each group the first image is the most similar.
+    group = np.repeat(np.arange(30), 3)
+    sim = np.tile([0.9, 0.5, 0.1], 30) + np.linspace(0, 0.05, 90)  # global order would favour the last groups
+    scores = scores_of(sim, knn_nn=group)
+    picks = {}
+    for seed in range(3):
+        cfg = SelectionConfig(selector="knn_sample", keep=40, safety_net=False, seed=seed)
+        kept = select(scores, 1, cfg)
+        rank = kept % 3
+        assert (rank == 0).sum() == 30 and (rank == 1).sum() == 10 and not (rank == 2).any()
+        assert len(np.unique(group[kept][rank == 1])) == 10  # second picks come from ten different groups
+        picks[seed] = tuple(kept)
+    assert len(set(picks.values())) == 3  # the partial round depends on the seed
+    # ... while knn_cover's partial round goes to the most similar groups
+    cover = select(scores, 1, SelectionConfig(selector="knn_cover", keep=40, safety_net=False))
+    assert set(group[cover][cover % 3 == 1]) == set(range(20, 30))
+
+
 def test_energy_direction_and_auto_energy():
     sim = np.linspace(0, 1, 20)
     follows = scores_of(sim, energy=-sim)  # low energy = target-like: the paper's rule
@@ -100,7 +119,7 @@ def test_safety_net_quotas_and_best_per_class(data, selector):
     kept[select(scores, n_classes, cfg)] = True
     quotas = safety_net_quotas(np.bincount(scores["pred"], minlength=n_classes), resolve_k(cfg.keep, n), cfg.alpha)
     np.testing.assert_array_equal(np.bincount(scores["pred"][kept], minlength=n_classes), quotas)
-    priority = np.nan_to_num(get_selector(selector)(scores, None), nan=np.inf)
+    priority = np.nan_to_num(get_selector(selector)(scores, np.random.default_rng(cfg.seed)), nan=np.inf)
     for c in range(n_classes):
         in_c = scores["pred"] == c
         if kept[in_c].any() and (~kept & in_c).any():
