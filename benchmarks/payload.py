@@ -3,8 +3,17 @@
 Settings: ``demo`` (the demo run's manifest, when ``runs/demo`` exists) and the ImageNet-21K-shaped
 simulator at 1 %, 0.5 % and 0.1 % keep (``plada_core.simulator``). For each: payload bytes per codec
 (header included), bits per kept image, the order-0 reference cost ``log2 C(N, k) / k + H(labels)`` (what
-a codec that ignores all structure would pay), and ``ratio_vs_paper`` of the best codec. Encode and
-decode seconds are measured at 1 %, one core, one run each.
+a codec that ignores all structure would pay), ``ratio_vs_paper`` of the best codec (and of each codec),
+and for the range-coded codecs the split of their bits per image into gaps and labels (``split``: the sum
+of ``-log2 p`` over each part's decisions). Encode and decode seconds are measured at 1 %, one core, one
+run each.
+
+Simulator settings also get ``oracle_floor`` (``plada_core.simulator.oracle_bits``): the bits per image a
+coder *told* the simulator's hidden block boundaries, per-block dominant class and purity, and confusable
+classes would pay (labels under the true label model + ``log2 C(n_b, k_b)`` positions inside blocks + a
+plain code for which blocks and how many), its bytes (plus the same 72-byte header) and
+``best_possible_ratio_vs_paper``. No real codec knows those parameters, so none can reach the floor; a
+target ratio below it cannot be met on this simulator.
 
 Prints a table, then one JSON object as the last line::
 
@@ -21,13 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-from plada_core.payload import CODECS, decode_payload, encode_payload
-from plada_core.simulator import simulate_selections
+from plada_core.codecs import context_rc, context_rc2
+from plada_core.payload import CODECS, HEADER_SIZE, decode_payload, encode_payload
+from plada_core.simulator import oracle_bits, simulate_selections
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = "paper-zstd19"
 SIM_KEEPS = {"sim_1": 0.01, "sim_0.5": 0.005, "sim_0.1": 0.001}
 _FINGERPRINT = "0" * 64  # the fingerprint does not change sizes; any valid one will do
+MODELS = {"context-rc": context_rc.Model, "context-rc2": context_rc2.Model}  # codecs whose bits can be split
 
 
 def order0_bits(n: int, labels: np.ndarray) -> float:
@@ -56,17 +67,46 @@ def load_demo(demo_dir: Path) -> tuple[dict | None, str | None]:
 
 
 def measure(selection: dict) -> dict:
-    """Bytes, bits per image and ratios of every codec on one selection."""
+    """Bytes, bits per image and ratios of every codec on one selection (and the oracle floor if simulated)."""
     k = selection["labels"].size
     sizes = {name: len(_encode(selection, name)) for name in CODECS}
     best = min(sizes, key=sizes.__getitem__)
-    return {
+    row = {
         "n_reference": selection["n_reference"], "k": k, "n_classes": selection["n_classes"],
         "bytes": sizes,
         "bits_per_image": {name: round(8 * size / k, 3) for name, size in sizes.items()},
         "order0_bits_per_image": round(order0_bits(selection["n_reference"], selection["labels"]), 3),
         "best_codec": best,
         "ratio_vs_paper": round(sizes[best] / sizes[PAPER], 4),
+        "ratios_vs_paper": {name: round(size / sizes[PAPER], 4) for name, size in sizes.items()},
+        "split": {name: split(selection, model) for name, model in MODELS.items()},
+    }
+    if "simulated" in selection:
+        row["oracle_floor"] = floor(selection["simulated"], sizes[PAPER])
+    return row
+
+
+def split(selection: dict, model) -> dict:
+    """Bits per image of a range-coded codec's gaps and labels."""
+    k = selection["labels"].size
+    gap_bits, label_bits = context_rc.code_lengths(
+        model(selection["n_reference"], selection["n_classes"]), np.asarray(selection["indices"]),
+        np.asarray(selection["labels"]),
+    )
+    return {"gap_bits_per_image": round(gap_bits / k, 3), "label_bits_per_image": round(label_bits / k, 3)}
+
+
+def floor(simulated, paper_bytes: int) -> dict:
+    """The oracle floor of a simulated selection, as bits per image, bytes and the best ratio it allows."""
+    bits = oracle_bits(simulated)
+    floor_bytes = math.ceil(bits.total * simulated.k / 8) + HEADER_SIZE
+    return {
+        "labels_bits_per_image": round(bits.labels, 3),
+        "positions_bits_per_image": round(bits.positions, 3),
+        "blocks_bits_per_image": round(bits.blocks, 3),
+        "total_bits_per_image": round(bits.total, 3),
+        "bytes": floor_bytes,
+        "best_possible_ratio_vs_paper": round(floor_bytes / paper_bytes, 4),
     }
 
 
@@ -92,10 +132,14 @@ def timings(selection: dict) -> dict:
 def print_table(settings: dict) -> None:
     codecs = list(CODECS)
     print(f"{'setting':9} {'k':>8} " + " ".join(f"{c + ' B':>15} {'bits/img':>8}" for c in codecs)
-          + f" {'order-0':>8} {'best/paper':>10}")
+          + f" {'order-0':>8} {'best/paper':>10} {'floor':>6} {'floor/paper':>11}")
     for name, row in settings.items():
         cells = " ".join(f"{row['bytes'][c]:>15,} {row['bits_per_image'][c]:>8.2f}" for c in codecs)
-        print(f"{name:9} {row['k']:>8,} {cells} {row['order0_bits_per_image']:>8.2f} {row['ratio_vs_paper']:>10.3f}")
+        oracle = row.get("oracle_floor")
+        tail = (f" {oracle['total_bits_per_image']:>6.2f} {oracle['best_possible_ratio_vs_paper']:>11.3f}"
+                if oracle else f" {'-':>6} {'-':>11}")
+        print(f"{name:9} {row['k']:>8,} {cells} {row['order0_bits_per_image']:>8.2f} {row['ratio_vs_paper']:>10.3f}"
+              + tail)
 
 
 def main() -> None:
@@ -115,10 +159,18 @@ def main() -> None:
     for name, keep in SIM_KEEPS.items():
         sim = simulated[keep]
         selections[name] = {"indices": sim.indices, "labels": sim.labels, "n_reference": sim.n_reference,
-                            "n_classes": sim.n_classes}
+                            "n_classes": sim.n_classes, "simulated": sim}
 
     settings = {name: measure(selection) for name, selection in selections.items()}
     print_table(settings)
+    for name, row in settings.items():
+        parts = ", ".join(f"{codec} {part['gap_bits_per_image']:.2f} + {part['label_bits_per_image']:.2f}"
+                          for codec, part in row["split"].items())
+        oracle = row.get("oracle_floor")
+        if oracle:
+            parts += (f"; oracle floor {oracle['positions_bits_per_image'] + oracle['blocks_bits_per_image']:.2f}"
+                      f" + {oracle['labels_bits_per_image']:.2f}")
+        print(f"{name}: bits/img as gaps + labels: {parts}")
     for name, note in notes.items():
         print(f"{name}: {note}")
     result = {

@@ -35,10 +35,22 @@ Assumptions, each a simplification of something real:
 What it leaves out: near-duplicate images, Safety-Net quotas (they move a few images between classes,
 not the clustering), and correlation between neighbouring synsets (WordNet order puts related synsets
 close; ignoring it makes label coding slightly harder).
+
+**Oracle floor** (:func:`oracle_bits`): what a coder that is *told* the hidden structure would pay per kept
+image, so codecs can be judged against what is left to gain. It knows the block boundaries, each block's
+dominant class and purity and the confusable-class table, and pays: the labels' ``-log2 P(label | block)``
+under the exact label model above; ``log2 C(n_b, k_b)`` for which images of each touched block are kept
+(they are exchangeable inside a block); and a plain code for which blocks are touched and how many images
+each keeps (``log2 C(B, m) + sum log2(n_b + 1)``). The label and position terms are exact code lengths
+under the true model, given what the oracle is told; the block term is a plain two-part code, not a bound
+(an oracle that also knew each block's relevance mean could spend somewhat less there). A real codec is
+told nothing: it has to find the boundaries and learn every parameter from the data itself, so it pays
+more than this floor, which says at most how much is left to gain.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass
 
@@ -49,8 +61,10 @@ from plada_core.selection import resolve_k
 __all__ = [
     "IMAGENET21K_IMAGES",
     "IMAGENET21K_SYNSETS",
+    "OracleBits",
     "PoolLayout",
     "SimulatedSelection",
+    "oracle_bits",
     "simulate_layout",
     "simulate_selections",
 ]
@@ -78,13 +92,18 @@ class PoolLayout:
 
 @dataclass(frozen=True, eq=False)
 class SimulatedSelection:
-    """One simulated publish: sorted ``indices`` (int64) and their ``labels`` (int32)."""
+    """One simulated publish: sorted ``indices`` (int64) and their ``labels`` (int32).
+
+    ``seed`` and ``layout`` are what it was drawn with (:func:`oracle_bits` redraws the hidden task from them).
+    """
 
     indices: np.ndarray
     labels: np.ndarray
     n_reference: int
     n_classes: int
     keep: float
+    seed: int = 0
+    layout: PoolLayout | None = None
 
     @property
     def k(self) -> int:
@@ -146,6 +165,12 @@ def _draw_task(rng: np.random.Generator, layout: PoolLayout, n_classes: int) -> 
     return _Task(block_mean, dominant, purity, confusable)
 
 
+def _task(seed: int, layout: PoolLayout, n_classes: int) -> tuple[_Task, np.random.Generator]:
+    """The hidden task of a seed, and the generator, which goes on to draw the scores and labels."""
+    rng = np.random.default_rng([seed, 1])
+    return _draw_task(rng, layout, n_classes), rng
+
+
 def _labels(rng: np.random.Generator, task: _Task, blocks: np.ndarray, n_classes: int) -> np.ndarray:
     dominant = task.dominant[blocks]
     noisy = rng.random(blocks.size) >= task.purity[blocks]
@@ -174,8 +199,7 @@ def simulate_selections(
     _check_int(seed, "seed", 0, 2**63)
     layout = simulate_layout(seed) if layout is None else layout
     n = layout.n_reference
-    rng = np.random.default_rng([seed, 1])
-    task = _draw_task(rng, layout, n_classes)
+    task, rng = _task(seed, layout, n_classes)
     scores = rng.standard_normal(n, dtype=np.float32)
     scores += np.repeat(task.block_mean.astype(np.float32), layout.sizes)
     k_max = max(resolve_k(keep, n) for keep in keeps)
@@ -188,6 +212,58 @@ def simulate_selections(
         k = resolve_k(keep, n)
         order = np.argsort(ranked[:k], kind="stable")
         selections[keep] = SimulatedSelection(
-            ranked[:k][order].astype(np.int64), labels[:k][order], n, n_classes, keep
+            ranked[:k][order].astype(np.int64), labels[:k][order], n, n_classes, keep, seed=seed, layout=layout
         )
     return selections
+
+
+@dataclass(frozen=True)
+class OracleBits:
+    """Bits per kept image of the oracle floor (module docstring): labels, positions in blocks, block choice."""
+
+    labels: float
+    positions: float
+    blocks: float
+
+    @property
+    def total(self) -> float:
+        return self.labels + self.positions + self.blocks
+
+
+def _log2_binomial(n: np.ndarray, k: np.ndarray) -> np.ndarray:
+    lgamma = np.vectorize(math.lgamma, otypes=[float])
+    return (lgamma(n + 1.0) - lgamma(k + 1.0) - lgamma(n - k + 1.0)) / math.log(2)
+
+
+def _label_probabilities(
+    labels: np.ndarray, dominant: np.ndarray, purity: np.ndarray, confusable: np.ndarray, n_classes: int
+) -> np.ndarray:
+    """P(label) under the simulator's label model, given each item's block ``dominant`` class and ``purity``."""
+    confused = (confusable[dominant] == labels[:, None]).sum(axis=1) / confusable.shape[1]
+    noise = _CONFUSABLE_SHARE * confused + (1 - _CONFUSABLE_SHARE) / n_classes
+    return purity * (labels == dominant) + (1 - purity) * noise
+
+
+def oracle_bits(selection: SimulatedSelection) -> OracleBits:
+    """The oracle floor of one simulated selection, in bits per kept image (see the module docstring).
+
+    Pure: the hidden task is redrawn from the selection's seed and layout, nothing is stored.
+    """
+    if selection.layout is None:
+        raise ValueError("oracle_bits needs a selection made by simulate_selections (it carries the layout)")
+    if selection.k == 0:
+        return OracleBits(0.0, 0.0, 0.0)
+    layout = selection.layout
+    task, _ = _task(selection.seed, layout, selection.n_classes)
+    blocks = np.searchsorted(layout.starts, selection.indices, side="right") - 1
+    p = _label_probabilities(selection.labels, task.dominant[blocks], task.purity[blocks], task.confusable,
+                            selection.n_classes)
+    touched, kept = np.unique(blocks, return_counts=True)
+    sizes = layout.sizes[touched]
+    which = _log2_binomial(np.array([layout.sizes.size]), np.array([touched.size]))[0]
+    k = selection.k
+    return OracleBits(
+        labels=float(-np.log2(p).sum()) / k,
+        positions=float(_log2_binomial(sizes, kept).sum()) / k,
+        blocks=float(which + np.log2(sizes + 1.0).sum()) / k,
+    )

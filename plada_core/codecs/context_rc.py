@@ -45,9 +45,9 @@ from array import array
 import numpy as np
 
 from plada_core.codecs import CorruptBody
-from plada_core.codecs.rangecoder import RangeDecoder, RangeEncoder, StreamError, new_table
+from plada_core.codecs.rangecoder import MeteredEncoder, RangeDecoder, RangeEncoder, StreamError, new_table
 
-__all__ = ["decode_body", "encode_body", "min_body_length"]
+__all__ = ["Model", "code_lengths", "decode_body", "decode_items", "encode_body", "encode_items", "min_body_length"]
 
 _ITEMS_PER_BYTE = 8
 _FREE_ITEMS = 64
@@ -67,12 +67,15 @@ def min_body_length(k: int) -> int:
     return max(0, -(-(k - _FREE_ITEMS) // _ITEMS_PER_BYTE))
 
 
-class _Model:
+class Model:
     """Context tables and the running state both sides keep; ``coder`` is an encoder or a decoder.
 
     Every method takes the true value (the encoder's) and returns the coded one (the decoder's): a decoder
     ignores the value it is given, so one code path serves both directions and they cannot drift apart.
+    Subclasses (other codecs' models) may override the label methods; the gap methods are shared.
     """
+
+    forget_shift = 2  # a gap of bucket >= _FORGET_BUCKET divides the block's label counts by 2**forget_shift
 
     def __init__(self, n_reference: int, n_classes: int) -> None:
         self.max_bucket = n_reference.bit_length()  # every gap is <= N
@@ -132,6 +135,11 @@ class _Model:
             if coder.bit(self.mode_table, context, label == self.mode):
                 self.outcome = 0
                 return self.mode
+        return self.not_mode(coder, label, bucket)
+
+    def not_mode(self, coder, label: int, bucket: int) -> int:
+        """Code a ``label`` that is not the mode (or there is none yet); returns the label."""
+        gap_class = min(bucket, _GAP_CLASSES) - 1
         others = [other for other in self.recent if other != self.mode]
         position = self._recent_position(coder, others, label, gap_class)
         if position < len(others):
@@ -173,7 +181,7 @@ class _Model:
         self.recent.insert(0, label)
         del self.recent[_RECENT:]
         if bucket >= _FORGET_BUCKET:
-            self._decay(2)
+            self._decay(self.forget_shift)
         self.counts[label] = self.counts.get(label, 0) + 2
         self.total += 2
         if self.mode < 0 or self.counts[label] > self.counts[self.mode]:
@@ -191,7 +199,17 @@ class _Model:
 
 def encode_body(indices: np.ndarray, labels: np.ndarray, *, n_reference: int, n_classes: int) -> bytes:
     """The body for sorted, validated ``indices`` and their ``labels``."""
-    coder, model, previous = RangeEncoder(), _Model(n_reference, n_classes), -1
+    return encode_items(Model(n_reference, n_classes), indices, labels)
+
+
+def decode_body(body: bytes, *, k: int, n_reference: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and labels from an untrusted body; raises :class:`CorruptBody` naming the problem."""
+    return decode_items(Model, body, k=k, n_reference=n_reference, n_classes=n_classes)
+
+
+def encode_items(model: Model, indices: np.ndarray, labels: np.ndarray) -> bytes:
+    """The body for sorted ``indices`` and their ``labels`` under a fresh ``model``: stream, then padding."""
+    coder, previous = RangeEncoder(), -1
     for index, label in zip(indices.tolist(), labels.tolist()):
         _, bucket = model.gap(coder, index - previous)
         model.label(coder, label, bucket)
@@ -203,8 +221,24 @@ def encode_body(indices: np.ndarray, labels: np.ndarray, *, n_reference: int, n_
     return stream + bytes(max(0, min_body_length(indices.size) - len(stream)))
 
 
-def decode_body(body: bytes, *, k: int, n_reference: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and labels from an untrusted body; raises :class:`CorruptBody` naming the problem."""
+def code_lengths(model: Model, indices: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Bits that the gaps and the labels cost under a fresh ``model`` (ideal code lengths, for analysis)."""
+    coder, previous, gap_bits, label_bits = MeteredEncoder(), -1, 0.0, 0.0
+    for index, label in zip(indices.tolist(), labels.tolist()):
+        start = coder.bits
+        _, bucket = model.gap(coder, index - previous)
+        middle = coder.bits
+        model.label(coder, label, bucket)
+        model.update(bucket, label)
+        gap_bits, label_bits = gap_bits + middle - start, label_bits + coder.bits - middle
+        previous = index
+    return gap_bits, label_bits
+
+
+def decode_items(
+    model_class: type[Model], body: bytes, *, k: int, n_reference: int, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """What :func:`encode_items` wrote with a ``model_class`` model, from an untrusted body, in O(len(body))."""
     if k == 0:
         if body:
             raise CorruptBody(f"k=0 but the body has {len(body)} bytes; the payload is corrupt")
@@ -216,14 +250,14 @@ def decode_body(body: bytes, *, k: int, n_reference: int, n_classes: int) -> tup
         )
     try:
         coder = RangeDecoder(body)
-        indices, labels = _decode_items(coder, _Model(n_reference, n_classes), k, n_reference)
+        indices, labels = _decode_items(coder, model_class(n_reference, n_classes), k, n_reference)
     except StreamError as err:
         raise CorruptBody(f"range-coded stream is corrupt or truncated: {err}") from None
     _check_tail(body, coder.position, k)
     return np.frombuffer(indices, dtype=np.int64), np.frombuffer(labels, dtype=np.int32)
 
 
-def _decode_items(coder: RangeDecoder, model: _Model, k: int, n_reference: int) -> tuple[array, array]:
+def _decode_items(coder: RangeDecoder, model: Model, k: int, n_reference: int) -> tuple[array, array]:
     indices, labels, index = array("q"), array("i"), -1
     for _ in range(k):
         gap, bucket = model.gap(coder, 0)

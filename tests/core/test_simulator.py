@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
-from plada_core.payload import encode_payload
+from plada_core.payload import HEADER_SIZE, encode_payload
 from plada_core.simulator import (
     IMAGENET21K_IMAGES,
     IMAGENET21K_SYNSETS,
+    PoolLayout,
+    SimulatedSelection,
+    _label_probabilities,
+    oracle_bits,
     simulate_layout,
     simulate_selections,
 )
@@ -92,3 +98,50 @@ def test_simulate_selections_rejects(kwargs, match):
 def test_simulate_layout_rejects_more_blocks_than_images():
     with pytest.raises(ValueError, match=r"n_blocks must be an int in \[1, 10\], got 11"):
         simulate_layout(0, n_reference=10, n_blocks=11)
+
+
+# ---------------------------------------------------------------- oracle floor
+
+
+def test_oracle_positions_and_blocks_by_hand():
+    layout = PoolLayout(starts=np.array([0, 4]), sizes=np.array([4, 6]))
+    sel = SimulatedSelection(np.array([0, 1, 5]), np.zeros(3, np.int32), 10, 1, 0.3, seed=0, layout=layout)
+    floor = oracle_bits(sel)
+    assert floor.labels == 0.0  # one class: every label is certain
+    assert floor.positions == pytest.approx(2 * math.log2(6) / 3)  # 2 of block 0's 4, 1 of block 1's 6
+    assert floor.blocks == pytest.approx((math.log2(5) + math.log2(7)) / 3)  # both blocks touched; counts
+    assert floor.total == pytest.approx(floor.labels + floor.positions + floor.blocks)
+
+
+def test_oracle_label_model_is_a_distribution():
+    n_classes = 7
+    confusable = np.array([[1, 1, 2], [0, 3, 4], [2, 2, 2], [0, 1, 2], [5, 6, 0], [1, 2, 3], [4, 5, 6]])
+    for dominant, purity in [(0, 0.3), (2, 0.9), (4, 0.98)]:
+        labels = np.arange(n_classes)
+        p = _label_probabilities(labels, np.full(n_classes, dominant), np.full(n_classes, purity), confusable,
+                                 n_classes)
+        assert p.min() > 0 and p.sum() == pytest.approx(1.0)
+
+
+def test_oracle_floor_is_below_every_codec_and_the_order0_bound():
+    layout = simulate_layout(0, **SMALL)
+    for sel in simulate_selections((0.01, 0.001), n_classes=50, layout=layout).values():
+        floor = oracle_bits(sel)
+        assert oracle_bits(sel) == floor  # pure
+        _, counts = np.unique(sel.labels, return_counts=True)
+        freq = counts / sel.k
+        entropy = -(freq * np.log2(freq)).sum()
+        assert 0 < floor.labels < entropy
+        subset = (math.lgamma(sel.n_reference + 1) - math.lgamma(sel.k + 1)
+                  - math.lgamma(sel.n_reference - sel.k + 1)) / math.log(2) / sel.k
+        assert floor.positions + floor.blocks < subset
+        for codec in ("paper-zstd19", "context-rc", "context-rc2"):
+            size = len(encode_payload(sel.indices, sel.labels, n_reference=sel.n_reference, n_classes=50,
+                                      fingerprint="0" * 64, codec=codec)) - HEADER_SIZE
+            assert 8 * size / sel.k > floor.total, codec
+
+
+def test_oracle_needs_the_layout():
+    sel = SimulatedSelection(np.array([1]), np.array([0], np.int32), 10, 1, 0.1)
+    with pytest.raises(ValueError, match="needs a selection made by simulate_selections"):
+        oracle_bits(sel)

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import json
 
-from flows.cli import main, parse_keep
+import pytest
+
+from flows.cli import _build_parser, main, parse_keep
+from plada_core.payload import CODECS
 
 
 def test_parse_keep_fraction_and_count():
     assert parse_keep("0.05") == 0.05 and parse_keep("1.0") == 1.0
     assert parse_keep("500") == 500 and isinstance(parse_keep("500"), int)
+
+
+@pytest.mark.parametrize("command", ["publish", "run"])
+def test_codec_choices_are_the_registered_codecs(command, capsys):
+    required = {"publish": ["--reference-url", "r"], "run": ["--reference", "r"]}[command]
+    common = [command, *required, "--target-train", "t", "--target-test", "t", "--out", "o"]
+    for codec in CODECS:
+        assert _build_parser().parse_args([*common, "--codec", codec]).codec == codec
+    with pytest.raises(SystemExit):
+        _build_parser().parse_args([*common, "--codec", "lzma"])
+    assert "invalid choice: 'lzma'" in capsys.readouterr().err
 
 
 def test_missing_source_is_a_clear_error(tmp_path, capsys):

@@ -99,7 +99,7 @@ def test_random_baseline_has_the_requested_size(published, tmp_path):
     assert summary["n_kept"] == 37
 
 
-@pytest.mark.parametrize("codec", ["paper-zstd19", "context-rc"])
+@pytest.mark.parametrize("codec", ["paper-zstd19", "context-rc", "context-rc2"])
 def test_budget_mode_keeps_the_largest_selection_that_fits(published, tmp_path, codec):
     common = (published["scores"], published["ref"], published["teacher"])
     small = select_and_encode.fn(*common, str(tmp_path / "s"), SelectionConfig(), codec=codec, max_payload_bytes=120)
