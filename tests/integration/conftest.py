@@ -56,8 +56,9 @@ def prefect_api(tmp_path_factory):
     """Environment (dict) of a running server: PREFECT_API_URL, PREFECT_HOME and offline settings."""
     home = tmp_path_factory.mktemp("prefect-home")
     port = _free_port()
+    # the UI is served because test_deployments renders an artifact page in a headless browser
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-           "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false"}
+           "DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true"}
     log = open(home / "server.log", "w")
     server = subprocess.Popen([BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

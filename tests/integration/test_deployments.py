@@ -6,6 +6,7 @@ Uses the session's `prefect server start` (conftest) and starts a `process` work
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -76,6 +77,12 @@ return [{"id": str(r.id), "name": r.name, "flow_id": str(r.flow_id), "state": r.
 """
 FLOWS = "return {str(f.id): f.name for f in await client.read_flows()}"
 ARTIFACTS = "return [a.key for a in await client.read_artifacts()]"
+STUDENT_MARKDOWN = """
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+found = await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["plada-student-md"])))
+return [{"id": str(a.id), "data": a.data} for a in found]
+"""
+PLOT = '<img src="data:image/png;base64,'
 
 
 def _wait_for(env: dict, flow_name: str, timeout: float = 420) -> dict:
@@ -113,3 +120,23 @@ def test_triggered_publish_then_student(stack):
     assert student["parameters"]["publish_flow_run_id"] == publish["id"]
     keys = set(_client_call(stack["env"], ARTIFACTS))
     assert {"plada-publish", "plada-student"} <= keys
+
+
+def test_student_report_plot_is_embedded_and_rendered_by_the_ui(stack):
+    """The accuracy-vs-payload plot travels inside the markdown artifact as a data URI; a headless browser on the
+    real Prefect UI must find it as an <img> in the rendered page (the UI's markdown sanitiser could strip it)."""
+    student = _wait_for(stack["env"], "train-student-release")
+    assert student["state"] == "COMPLETED"
+    artifacts = _client_call(stack["env"], STUDENT_MARKDOWN)
+    assert artifacts and "](data:image/png;base64," in artifacts[0]["data"]
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no chromium on PATH to render the Prefect UI (apt-get install chromium); the data URI is checked")
+    ui = stack["env"]["PREFECT_API_URL"].removesuffix("/api")
+    dom = subprocess.run(
+        [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000", "--dump-dom",
+         f"{ui}/artifacts/artifact/{artifacts[0]['id']}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert PLOT in dom.stdout, f"the artifact page rendered without the plot: {dom.stdout[:2000]}"
