@@ -316,6 +316,23 @@ def _student_accuracy(prep: Prepared, x: torch.Tensor, y: torch.Tensor, cfg: Tra
     return accuracy(fit_classifier(x, y, prep.n_classes, cfg), prep.x_test, prep.y_test)
 
 
+def full_data_accuracy(prep: Prepared, cache: Path) -> float:
+    """The reference a payload competes with: the student recipe (seed 0) trained on the whole target train
+    split with its true labels, tested like every run. Cached in ``cache``."""
+    from tasks.common import load_split
+
+    if cache.exists():
+        return json.loads(cache.read_text())["student_acc"]
+    pair = prep.pair
+    x, y, _ = load_split(pair.target_train, pair.preprocess)
+    if prep.frozen_student:
+        x = features(_frozen_student(pair, prep.n_classes), x)
+    cfg = TrainConfig(model=pair.student_model, epochs=pair.student_epochs, seed=0)
+    acc = _student_accuracy(prep, x, y, cfg)
+    cache.write_text(json.dumps({"student_acc": acc, "n_train": len(y)}))
+    return acc
+
+
 def collect_pair(name: str, work: Path) -> tuple[list[dict], dict]:
     """The finished runs of ``name`` under ``work`` (whatever an interrupted benchmark left), without running."""
     info_path = work / name / "info.json"
@@ -331,6 +348,8 @@ def run_pair(name: str, selectors, keeps, seeds, work: Path, log=print) -> tuple
             "n_pool": len(prep.index), "auroc": relevance_auroc(prep)}  # fmt: skip
     log(f"[{name}] prepared in {info['prepare_s']} s: pool {info['n_pool']}, teacher {prep.teacher_acc:.4f}, "
         f"AUROC {info['auroc']}")  # fmt: skip
+    info["full_data_acc"] = full_data_accuracy(prep, work / name / "full-data.json")
+    log(f"[{name}] student recipe on the full target train split (true labels): {info['full_data_acc']:.4f}")
     rows, done_dir, trained = [], work / name / "runs", {}
     done_dir.mkdir(parents=True, exist_ok=True)
     (work / name / "info.json").write_text(json.dumps(info))
@@ -406,8 +425,9 @@ def write_outputs(df: pd.DataFrame, infos: dict, out: Path) -> None:
              "(one teacher per pair; `random` has no Safety-Net, every other selector has it, alpha 0.5).", ""]  # fmt: skip
     for pair, group in df.groupby("pair"):
         info = infos.get(pair, {})
-        lines += [f"## Pair {pair}", "", f"teacher_acc {group['teacher_acc'].iloc[0]:.4f}; pool {info.get('n_pool')}; "
-                  f"relevance AUROC {info.get('auroc')}; wall {info.get('wall_s')} s", ""]  # fmt: skip
+        lines += [f"## Pair {pair}", "", f"teacher_acc {group['teacher_acc'].iloc[0]:.4f}; student recipe on the full target train data "
+                  f"{info.get('full_data_acc')}; pool {info.get('n_pool')}; relevance AUROC {info.get('auroc')}; "
+                  f"prepare {info.get('prepare_s')} s", ""]  # fmt: skip
         acc = group.groupby(["selector", "keep"])["student_acc"].apply(_mean_std).unstack("keep")
         lines += [markdown(acc), ""]
         diag = group.groupby(["selector", "keep"]).agg(
@@ -417,7 +437,7 @@ def write_outputs(df: pd.DataFrame, infos: dict, out: Path) -> None:
         lines += ["Diagnostics (means over seeds):", "", markdown(diag.round(4)), ""]
     lines += ["## Average over keeps ≤ 10 %", "", markdown(summary_table(df), index=False), ""]
     (out / "selection.md").write_text("\n".join(lines))
-    _plot(df, out / "selection.png")
+    _plot(df, infos, out / "selection.png")
 
 
 def selector_colours(selectors) -> dict[str, tuple]:
@@ -429,7 +449,7 @@ def selector_colours(selectors) -> dict[str, tuple]:
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
 
 
-def _plot(df: pd.DataFrame, path: Path) -> None:
+def _plot(df: pd.DataFrame, infos: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -444,8 +464,10 @@ def _plot(df: pd.DataFrame, path: Path) -> None:
             m = g.groupby("keep").agg(x=("payload_bytes", "mean"), y=("student_acc", "mean"), e=("student_acc", "std"))
             ax.errorbar(m["x"], m["y"], yerr=m["e"].fillna(0), marker="o", capsize=3, label=selector,
                         color=colours[selector])  # fmt: skip
-        ax.axhline(group["teacher_acc"].iloc[0], color="k", ls="--", lw=1,
-                   label="teacher (full target train data)")  # fmt: skip
+        ax.axhline(group["teacher_acc"].iloc[0], color="k", ls="--", lw=1, label="teacher")
+        full = infos.get(pair, {}).get("full_data_acc")
+        if full is not None:
+            ax.axhline(full, color="grey", ls=":", lw=1.5, label="student recipe on the full target train data")
         ax.set_xscale("log")
         ax.set(title=f"pair {pair}", xlabel="payload bytes (paper codec)", ylabel="student accuracy")
         ax.grid(alpha=0.3)

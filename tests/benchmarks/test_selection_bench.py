@@ -44,6 +44,8 @@ def test_quick_mode_writes_every_output(bench, tmp_path):
     report = (out / "selection.md").read_text()
     assert "## Pair tiny" in report and "knn" in report and "Average over keeps" in report
     assert (out / "selection.png").stat().st_size > 0
+    full = json.loads((out / "selection-info.json").read_text())["tiny"]["full_data_acc"]
+    assert 0.5 < full <= 1, "the student recipe on the full digits train split is far above chance"
     # a re-run resumes from the finished runs and gives the same table
     before = df.copy()
     assert bench.main(["--quick", "--work", str(work), "--out", str(out), "--threads", "1"]) == 0
