@@ -138,20 +138,29 @@ def build_bank(
 
 
 def knn_scores(
-    emb: torch.Tensor, pred: np.ndarray, energy: np.ndarray, bank: TargetBank, temperature: float = 1.0
+    emb: torch.Tensor,
+    pred: np.ndarray,
+    energy: np.ndarray,
+    bank: TargetBank,
+    temperature: float = 1.0,
+    bank_embeddings: torch.Tensor | None = None,
 ) -> dict[str, np.ndarray]:
     """Relevance columns for a batch: ``emb`` (n×d, unit rows), the teacher's ``pred`` and ``energy`` (at
-    ``temperature``) per row."""
+    ``temperature``) per row. ``bank_embeddings``: ``bank.embeddings`` already on ``emb``'s device (score_stream
+    moves them once per shard, not once per batch); the similarities are computed there."""
     if emb.shape[1] != bank.dim:
         raise ValueError(f"embedding dim {emb.shape[1]} does not match the bank's {bank.dim}: another teacher?")
-    sims = emb.float() @ torch.from_numpy(bank.embeddings).T
+    if bank_embeddings is None:
+        bank_embeddings = torch.from_numpy(bank.embeddings).to(emb.device)
+    sims = emb.float() @ bank_embeddings.T
     top = sims.topk(bank.k, dim=1)
-    neighbour_labels = bank.labels[top.indices.numpy()]
+    values, indices = top.values.cpu(), top.indices.cpu()
+    neighbour_labels = bank.labels[indices.numpy()]
     sorted_energies = np.sort(bank.energies(temperature))
     return {
-        "knn_sim": top.values.mean(dim=1).numpy().astype(np.float32),
+        "knn_sim": values.mean(dim=1).numpy().astype(np.float32),
         "knn_agree": (neighbour_labels == np.asarray(pred)[:, None]).mean(axis=1).astype(np.float32),
-        "knn_nn": top.indices[:, 0].numpy().astype(np.int32),
+        "knn_nn": indices[:, 0].numpy().astype(np.int32),
         "energy_cdf": (np.searchsorted(sorted_energies, energy, side="right") / len(sorted_energies)).astype(
             np.float32
         ),

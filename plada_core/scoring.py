@@ -33,15 +33,20 @@ SCORE_COLUMNS = ["index", "energy", "pred", "max_softmax", "entropy", "margin"]
 @dataclass(frozen=True)
 class ScoringConfig:
     """``temperature`` is T in ``E(x) = -T·logsumexp(f(x)/T)``; ``max_drop_rate`` is the fraction of the
-    pool's images that may be unscorable before a run fails; ``prefetch`` reads and decodes the next batches
-    in a background thread while the model runs. Off by default: on CPU-only workers the thread competes with
-    torch for the same cores (benchmarks/scoring.py: pipeline/ceiling 0.71 with it, 0.81 without, on 2 cores);
-    turn it on where the model runs on an accelerator and the cores are otherwise idle."""
+    pool's images that may be unscorable before a run fails.
+
+    ``device`` runs the model on ``"auto"`` (CUDA when available, else the CPU), ``"cpu"``, ``"cuda"``,
+    ``"cuda:1"`` …; batches are pinned and copied without blocking to a CUDA device. ``prefetch`` reads and
+    decodes the next batches in a background thread while the model runs; ``None`` (the default) turns it on
+    exactly when the model runs on an accelerator. There the cores are otherwise idle and the thread hides
+    the input pipeline behind the forward pass; on CPU-only workers it competes with torch for the same cores
+    (benchmarks/scoring.py: pipeline/ceiling 0.71 with it, 0.81 without, on 2 cores)."""
 
     temperature: float = 1.0
     batch_size: int = 256
     max_drop_rate: float = 0.01
-    prefetch: bool = False
+    prefetch: bool | None = None
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -50,11 +55,29 @@ class ScoringConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
         if not 0 <= self.max_drop_rate <= 1:
             raise ValueError(f"max_drop_rate must be in [0, 1], got {self.max_drop_rate!r}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError) as exc:
+                raise ValueError(f"device must be 'auto' or a torch device such as 'cpu' or 'cuda:0', "
+                                 f"got {self.device!r}") from exc
+
+    def torch_device(self) -> torch.device:
+        """The device the model runs on: ``auto`` is CUDA when this process sees a GPU, else the CPU."""
+        name = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
+        device = torch.device(name)
+        if device.type == "cuda" and device.index is None:  # as parameters report it: "cuda:0", not "cuda"
+            device = torch.device("cuda", torch.cuda.current_device())
+        return device
+
+    def prefetches(self, device: torch.device) -> bool:
+        """Whether batches are prepared in a background thread: as set, or (``None``) off the CPU only."""
+        return device.type != "cpu" if self.prefetch is None else self.prefetch
 
 
 def score_logits(logits: torch.Tensor, temperature: float = 1.0) -> dict[str, np.ndarray]:
     """Energy, argmax label, max softmax, entropy (nats) and top-2 margin for each row of ``logits``."""
-    logits = logits.double()
+    logits = logits.detach().to("cpu", torch.float64)  # one copy back from an accelerator; tiny either way
     energy = -temperature * torch.logsumexp(logits / temperature, dim=1)
     logp = torch.log_softmax(logits, dim=1)
     p = logp.exp()
@@ -104,30 +127,41 @@ def score_stream(
 ) -> ShardScores:
     """Score ``(index, encoded image)`` pairs with ``model``; undecodable images are recorded in ``dropped``.
 
+    The model is moved to ``cfg.torch_device()`` (a no-op when it is there already) and each batch follows it:
+    on CUDA the batch is pinned in the thread that prepared it and copied with ``non_blocking=True``, so with
+    prefetch on (the default there) the next batches are read and decoded while the device runs this one.
+
     With a ``bank`` the frame also holds ``RELEVANCE_COLUMNS`` (the model must expose ``forward_features`` and
     ``forward_head``, as every PLADA and timm model does)."""
+    device = cfg.torch_device()
+    if any(p.device != device for p in model.parameters()):
+        model.to(device)
     model.eval()
+    bank_embeddings = torch.from_numpy(bank.embeddings).to(device) if bank is not None else None
     parts, dropped, n_seen = [], [], 0
-    batches = _prepared_batches(samples, decode, preprocess_cfg, cfg.batch_size)
-    for n_batch, indices, x, batch_dropped in _prefetch(batches) if cfg.prefetch else batches:
+    batches = _prepared_batches(samples, decode, preprocess_cfg, cfg.batch_size, pin=device.type == "cuda")
+    for n_batch, indices, x, batch_dropped in _prefetch(batches) if cfg.prefetches(device) else batches:
         n_seen += n_batch
         dropped += batch_dropped
         if x is None:
             continue
+        x = x.to(device, non_blocking=True)
         if bank is None:
             scores = score_logits(model(x), cfg.temperature)
         else:
             emb, logits = features_and_logits(model, x)
             scores = score_logits(logits, cfg.temperature)
-            scores.update(knn_scores(emb, scores["pred"], scores["energy"], bank, cfg.temperature))
+            scores.update(knn_scores(emb, scores["pred"], scores["energy"], bank, cfg.temperature, bank_embeddings))
         parts.append(pd.DataFrame({"index": np.asarray(indices, np.int64), **scores}))
     columns = SCORE_COLUMNS + (RELEVANCE_COLUMNS if bank is not None else [])
     frame = pd.concat(parts, ignore_index=True) if parts else _empty_frame()
     return ShardScores(frame=frame[columns], n_seen=n_seen, dropped=dropped)
 
 
-def _prepared_batches(samples, decode, preprocess_cfg: PreprocessConfig, batch_size: int):
-    """Read, decode and preprocess one batch at a time: (n read, indices, tensor or None, dropped)."""
+def _prepared_batches(samples, decode, preprocess_cfg: PreprocessConfig, batch_size: int, pin: bool = False):
+    """Read, decode and preprocess one batch at a time: (n read, indices, tensor or None, dropped).
+
+    ``pin``: page-locked host memory, so that the copy to a CUDA device can run asynchronously."""
     for batch in _batched(samples, batch_size):
         indices, arrays, dropped = [], [], []
         for index, data in batch:
@@ -136,7 +170,8 @@ def _prepared_batches(samples, decode, preprocess_cfg: PreprocessConfig, batch_s
                 indices.append(index)
             except Exception as exc:  # noqa: BLE001 - any decode failure is a counted drop
                 dropped.append({"index": int(index), "reason": f"{type(exc).__name__}: {exc}"[:200]})
-        yield len(batch), indices, torch.from_numpy(np.stack(arrays)) if arrays else None, dropped
+        x = torch.from_numpy(np.stack(arrays)) if arrays else None
+        yield len(batch), indices, x.pin_memory() if pin and x is not None else x, dropped
 
 
 _DONE = object()

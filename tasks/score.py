@@ -17,10 +17,11 @@ from tasks.teacher import load_bank
 
 
 @functools.lru_cache(maxsize=2)
-def _teacher(teacher_url: str):
-    # Threads of one worker share the model read-only (eval + no_grad), so load it once per process.
+def _teacher(teacher_url: str, device: str):
+    # Threads of one worker share the model read-only (eval + no_grad), so load it (and move it to the
+    # device) once per process, before any thread runs it.
     model, preprocess = model_from_checkpoint(*checkpoints.load_checkpoint(teacher_url))
-    return model, preprocess, load_bank(teacher_url)
+    return model.to(device), preprocess, load_bank(teacher_url)
 
 
 def scores_url(out_url: str, shard_url: str) -> str:
@@ -47,7 +48,7 @@ def score_shard(shard_url: str, expected_n: int, teacher_url: str, out_url: str,
         return url  # written atomically, so presence means complete
     setup_torch(parallel=True)
     start = time.perf_counter()
-    model, preprocess, bank = _teacher(teacher_url)
+    model, preprocess, bank = _teacher(teacher_url, str(cfg.torch_device()))
     stats = pool.ReadStats()
     result = score_stream(model, pool.iter_shard(shard_url, stats), decode_image, preprocess, cfg, bank=bank)
     if stats.transient:

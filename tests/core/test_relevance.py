@@ -102,3 +102,14 @@ def test_score_stream_with_a_bank_adds_relevance_and_keeps_paper_columns():
     exact = build_bank(model, x, torch.tensor([0]), k=1)
     one = score_stream(model, samples[:1], _decode, pre, cfg, bank=exact)
     assert one.frame["knn_sim"].iloc[0] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_knn_scores_with_bank_embeddings_given_on_the_device_are_the_same():
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((20, 6)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    bank = TargetBank(emb[:12], np.arange(12) % 3, rng.standard_normal((12, 3)).astype(np.float32), k=3)
+    batch, pred, energy = torch.from_numpy(emb[12:]), np.arange(8) % 3, rng.standard_normal(8)
+    plain = knn_scores(batch, pred, energy, bank)
+    given = knn_scores(batch, pred, energy, bank, bank_embeddings=torch.from_numpy(bank.embeddings))
+    assert plain.keys() == given.keys() and all(np.array_equal(plain[k], given[k]) for k in plain)

@@ -76,3 +76,27 @@ def test_prefetch_gives_the_same_scores_and_propagates_errors():
 
     with pytest.raises(OSError, match="connection reset"):
         score_stream(_Sum(), broken(), _decode, pre, ScoringConfig(batch_size=1))
+
+
+def test_device_auto_picks_cuda_only_when_present_and_prefetch_follows_the_device():
+    assert ScoringConfig().torch_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert ScoringConfig(device="cpu").torch_device() == torch.device("cpu")
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)  # a device object needs no GPU
+    assert not ScoringConfig().prefetches(cpu) and ScoringConfig().prefetches(gpu)
+    assert ScoringConfig(prefetch=True).prefetches(cpu) and not ScoringConfig(prefetch=False).prefetches(gpu)
+    with pytest.raises(ValueError, match="device"):
+        ScoringConfig(device="gpu")
+
+
+def test_the_background_thread_runs_exactly_when_prefetch_is_on(monkeypatch):
+    from plada_core import scoring
+
+    calls = []
+    real = scoring._prefetch
+    monkeypatch.setattr(scoring, "_prefetch", lambda it: calls.append(1) or real(it))
+    samples = [(i, _png(i)) for i in range(5)]
+    pre = PreprocessConfig(image_size=4, channels=1)
+    auto = score_stream(_Sum(), samples, _decode, pre, ScoringConfig(batch_size=2, device="cpu"))
+    assert calls == []  # CPU: inline, the cores belong to torch
+    threaded = score_stream(_Sum(), samples, _decode, pre, ScoringConfig(batch_size=2, device="cpu", prefetch=True))
+    assert calls == [1] and threaded.frame.equals(auto.frame)
