@@ -79,11 +79,11 @@ def _knn_agree(scores: Scores, rng: np.random.Generator) -> np.ndarray:
     return -(_column(scores, "knn_sim").astype(np.float64) + _column(scores, "knn_agree").astype(np.float64))
 
 
-def _rank_in_group(sim: np.ndarray, group: np.ndarray) -> np.ndarray:
-    """Each image's rank inside its ``knn_nn`` group, most similar first (0 = the group's best); NaN similarity
+def _rank_in_group(goodness: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Each image's rank inside its ``knn_nn`` group, highest ``goodness`` first (0 = the group's best); NaN
     ranks last, ties by position (lexsort is stable)."""
-    n = len(sim)
-    order = np.lexsort((np.arange(n), -np.nan_to_num(sim, nan=-np.inf), group))
+    n = len(goodness)
+    order = np.lexsort((np.arange(n), -np.nan_to_num(goodness, nan=-np.inf), group))
     sorted_groups = group[order]
     starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
     rank = np.empty(n, np.int64)
@@ -106,17 +106,20 @@ def _knn_cover(scores: Scores, rng: np.random.Generator) -> np.ndarray:
 
 
 def _knn_sample(scores: Scores, rng: np.random.Generator) -> np.ndarray:
-    """A random sample of the target data, each sampled target image standing for its nearest pool images.
+    """A random sample of the target data, each sampled target image standing for its best pool matches.
 
-    Rounds as in ``knn_cover`` (every ``knn_nn`` group's best match before any group's second), but each round
-    visits the groups in random order instead of most-similar first. A budget smaller than one round is then a
-    uniform sample of target neighbourhoods, as representative as random selection, yet every kept image is a
-    target image's nearest neighbour in the pool rather than an arbitrary pool image. Ordering rounds by
-    similarity (``knn_cover``) favours the target images with the closest pool matches, which on a pool that
-    is mostly in-domain are the most typical and least informative ones (pair B in benchmarks/results).
+    Rounds as in ``knn_cover`` (every ``knn_nn`` group's best image before any group's second), but each round
+    visits the groups in random order instead of most-similar first, and a group's best image is the one with
+    the highest ``knn_sim + margin``: close to the target data *and* confidently labelled by the teacher (both
+    terms lie in [0, 1]). A budget smaller than one round is then a uniform sample of target neighbourhoods, as
+    representative as random selection, yet every kept image is a close, cleanly labelled match of a target
+    image rather than an arbitrary pool image. Ordering rounds by similarity (``knn_cover``) favours the target
+    images with the closest pool matches, which on a pool that is mostly in-domain are the most typical and
+    least informative ones (pairs B and C in benchmarks/results).
     """
     sim = _column(scores, "knn_sim").astype(np.float64)
-    rank = _rank_in_group(sim, _column(scores, "knn_nn").astype(np.int64))
+    goodness = sim + _column(scores, "margin").astype(np.float64)
+    rank = _rank_in_group(goodness, _column(scores, "knn_nn").astype(np.int64))
     return rank + rng.random(len(sim))
 
 

@@ -31,6 +31,7 @@ def make_scores(energy, pred, entropy=None):
         "pred": np.asarray(pred, dtype=np.int32),
         "entropy": entropy,
         "max_softmax": np.exp(-np.nan_to_num(entropy)),
+        "margin": np.clip(2 * np.exp(-np.nan_to_num(entropy)) - 1, 0, 1).astype(np.float32),
         "knn_sim": np.tanh(-energy).astype(np.float32),
         "knn_agree": (np.arange(n) % 3 / 2).astype(np.float32),
         "knn_nn": (np.arange(n) % 4).astype(np.int32),

@@ -11,9 +11,10 @@ RELEVANCE_SELECTORS = ["knn", "knn_agree", "knn_cover", "knn_sample", "auto_ener
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def scores_of(knn_sim, pred=None, energy=None, knn_agree=None, knn_nn=None):
+def scores_of(knn_sim, pred=None, energy=None, knn_agree=None, knn_nn=None, margin=None):
     n = len(knn_sim)
     return {
+        "margin": np.asarray(margin if margin is not None else np.zeros(n), np.float32),
         "knn_sim": np.asarray(knn_sim, np.float32),
         "pred": np.asarray(pred if pred is not None else np.zeros(n), np.int32),
         "energy": np.asarray(energy if energy is not None else np.zeros(n), np.float32),
@@ -34,6 +35,7 @@ def relevance_pools(draw):
             energy=draw(st.lists(st.sampled_from([-2.0, -1.0, 0.0, 3.0]), min_size=n, max_size=n)),
             knn_agree=draw(st.lists(st.sampled_from([0.0, 0.4, 1.0]), min_size=n, max_size=n)),
             knn_nn=draw(st.lists(st.integers(0, 5), min_size=n, max_size=n)),
+            margin=draw(st.lists(st.sampled_from([0.0, 0.3, 0.9, np.nan]), min_size=n, max_size=n)),
         ),
         n_classes,
     )
@@ -77,6 +79,13 @@ def test_knn_sample_finishes_a_round_before_any_second_pick_and_visits_groups_at
     # ... while knn_cover's partial round goes to the most similar groups
     cover = select(scores, 1, SelectionConfig(selector="knn_cover", keep=40, safety_net=False))
     assert set(group[cover][cover % 3 == 1]) == set(range(20, 30))
+
+
+def test_knn_sample_prefers_the_confidently_labelled_match_inside_a_group():
+    # one group; image 1 is a little less similar than image 0 but far more confidently labelled
+    scores = scores_of([0.9, 0.8, 0.1], knn_nn=[0, 0, 0], margin=[0.1, 0.9, 1.0])
+    assert select(scores, 1, SelectionConfig(selector="knn_sample", keep=1, safety_net=False)).tolist() == [1]
+    assert select(scores, 1, SelectionConfig(selector="knn_cover", keep=1, safety_net=False)).tolist() == [0]
 
 
 def test_energy_direction_and_auto_energy():
