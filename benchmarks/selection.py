@@ -12,6 +12,8 @@ Pairs:
   B      target fashion-mnist, 100 labels per class (8 px... see PAIRS); pool = the rest of fashion-mnist train
          (unlabelled) + animal-mnist + mnist5k.
   C      target cifar10; pool tiny-imagenet (32 px, frozen EfficientNet-Lite0 + linear head).
+  C64    pair C at 64 px (images upsampled): the frozen backbone sees more than a 1x1 feature map, a better
+         teacher for 4x the compute. Frozen-backbone students train their head on pool features computed once.
   tiny   a 2 k pool (1 k MNIST + 1 k animal silhouettes) for ``--quick`` / CI.
 
 Outputs under ``--out`` (default ``benchmarks/results``): ``selection.csv`` and ``selection.parquet`` (one row per
@@ -93,6 +95,10 @@ PAIRS = {
     ),
     "C": Pair(
         "cifar10:train", "cifar10:test", ["tiny-imagenet"], PreprocessConfig(image_size=32, channels=3, crop="none"),
+        teacher_model="plada_effnet_lite0", student_model="plada_effnet_lite0", same_labels=False,
+    ),
+    "C64": Pair(
+        "cifar10:train", "cifar10:test", ["tiny-imagenet"], PreprocessConfig(image_size=64, channels=3, crop="none"),
         teacher_model="plada_effnet_lite0", student_model="plada_effnet_lite0", same_labels=False,
     ),
     "tiny": Pair(
