@@ -21,7 +21,7 @@ from plada_core.config import StudentConfig, TeacherConfig  # noqa: E402
 from plada_core.images import PreprocessConfig  # noqa: E402
 from plada_core.payload import CODECS  # noqa: E402
 from plada_core.scoring import ScoringConfig  # noqa: E402
-from plada_core.selection import SelectionConfig  # noqa: E402
+from plada_core.selection import SELECTORS, SelectionConfig  # noqa: E402
 from plada_core.training import TrainConfig  # noqa: E402
 
 __all__ = ["main"]
@@ -106,15 +106,19 @@ def _add_selection_args(p: argparse.ArgumentParser, keep: float = 0.1) -> None:
     p.add_argument(
         "--selector",
         default="energy",
-        help="energy | opposite_energy | entropy | random | knn | knn_agree | knn_cover | auto_energy",
+        help=" | ".join(SELECTORS),
     )
     p.add_argument("--no-safety-net", dest="safety_net", action="store_false", help="turn the per-class quota off")
     p.add_argument("--alpha", type=float, default=0.5, help="Safety-Net exponent: K_c ∝ N_c^alpha")
     p.add_argument("--temperature", type=float, default=1.0, help="energy temperature T")
     p.add_argument("--max-drop-rate", type=float, default=0.01, help="fail above this fraction of unscorable images")
     p.add_argument("--codec", default="paper-zstd19", choices=list(CODECS), help="payload body codec")
-    p.add_argument("--max-payload-bytes", type=int, default=None,
-                   help="budget mode: keep the largest selection whose payload fits (replaces --keep)")
+    p.add_argument(
+        "--max-payload-bytes",
+        type=int,
+        default=None,
+        help="budget mode: keep the largest selection whose payload fits (replaces --keep)",
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:

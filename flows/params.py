@@ -53,8 +53,8 @@ class PublishRequest(BaseModel):
     target_test: str = Field(..., min_length=1, description="Source spec of the target test split.")
     keep: float = Field(0.1, gt=0, description="Fraction of the pool in (0, 1], or a whole count > 1.")
     selector: Literal[
-        "energy", "opposite_energy", "entropy", "random", "knn", "knn_agree", "knn_cover", "auto_energy"
-    ] = Field("energy", description="Selection rule (energy: the paper; knn_cover: teacher-feature kNN relevance).")
+        "energy", "opposite_energy", "entropy", "random", "knn", "knn_agree", "knn_cover", "knn_sample", "auto_energy"
+    ] = Field("energy", description="Selection rule (energy: the paper; knn_sample: never below random in benchmarks).")
     safety_net: bool = Field(True, description="Per-class quota K_c ∝ N_c^alpha over predicted classes.")
     alpha: float = Field(0.5, ge=-4, le=4, description="Safety-Net exponent.")
     temperature: float = Field(1.0, gt=0, le=100, description="Energy temperature T.")
