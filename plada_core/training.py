@@ -85,17 +85,18 @@ def train_classifier(
 
 
 def train_head(
-    model: nn.Module, features: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, desc: str = "train"
+    model: nn.Module, feats: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, desc: str = "train"
 ) -> nn.Module:
-    """Train only ``model.forward_head`` on precomputed ``features`` (N x num_features), no augmentation.
+    """Train only ``model.forward_head`` on precomputed ``feats`` (N x num_features, from ``features``), no
+    augmentation.
 
     Exactly what ``train_classifier`` does for a frozen-backbone model, minus computing the features: a caller
     that scores many selections of one pool can compute every pool image's features once.
     """
-    _check_pairs(features, y)
+    _check_pairs(feats, y)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    _fit(model, model.forward_head, features, y, cfg, gen, lambda xb: xb, desc)
+    _fit(model, model.forward_head, feats, y, cfg, gen, lambda xb: xb, desc)
     return model.eval()
 
 
