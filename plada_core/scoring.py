@@ -40,7 +40,8 @@ class ScoringConfig:
     decodes the next batches in a background thread while the model runs; ``None`` (the default) turns it on
     exactly when the model runs on an accelerator. There the cores are otherwise idle and the thread hides
     the input pipeline behind the forward pass; on CPU-only workers it competes with torch for the same cores
-    (benchmarks/scoring.py: pipeline/ceiling 0.71 with it, 0.81 without, on 2 cores)."""
+    (benchmarks/scoring.py before the current shard reader: pipeline/ceiling 0.71 with it, 0.81 without,
+    on 2 cores)."""
 
     temperature: float = 1.0
     batch_size: int = 256

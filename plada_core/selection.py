@@ -8,9 +8,9 @@ broken by global position and the only randomness comes from ``np.random.default
 Beside the paper's selectors sit domain-aware ones that read the relevance columns of the scoring pass
 (``plada_core.relevance``: ``knn_sim``, ``knn_agree``, ``knn_nn``, ``energy_cdf``): ``knn`` (most target-like
 first), ``knn_agree`` (target-like and label-consistent first), ``knn_cover`` (round-robin over the nearest target
-images, so the kept set covers the target data), ``knn_sample`` (the same rounds in random order: a random
-sample of target neighbourhoods) and ``auto_energy`` (low- or high-energy first, whichever agrees
-with the target-based relevance).
+images, so the kept set covers the target data), ``knn_sample`` (the same rounds in random order, each
+neighbourhood's closest and most confidently labelled image first) and ``auto_energy`` (low- or high-energy
+first, whichever agrees with the target-based relevance).
 
 NaN priorities (a NaN energy from a broken image, say) rank after every non-NaN value of the same
 ranking, so they are kept only when a budget cannot be filled otherwise. Under the Safety-Net the ranking
