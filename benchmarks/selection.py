@@ -46,6 +46,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from plada_core.config import TeacherConfig  # noqa: E402
 from plada_core.datasets import selected_tensors  # noqa: E402
+from plada_core.devices import model_device  # noqa: E402
 from plada_core.images import PreprocessConfig  # noqa: E402
 from plada_core.io import checkpoints, pool, storage, tables  # noqa: E402
 from plada_core.io.sources import decode_image, open_source  # noqa: E402
@@ -318,7 +319,8 @@ def _student_accuracy(prep: Prepared, x: torch.Tensor, y: torch.Tensor, cfg: Tra
         model = create_model(cfg.model, num_classes=prep.n_classes, in_chans=prep.pair.preprocess.channels)
         train_head(model, x, y, cfg)
         with torch.no_grad():
-            return float((model.forward_head(prep.x_test).argmax(1) == prep.y_test).float().mean())
+            logits = model.forward_head(prep.x_test.to(model_device(model))).cpu()
+        return float((logits.argmax(1) == prep.y_test).float().mean())
     return accuracy(fit_classifier(x, y, prep.n_classes, cfg), prep.x_test, prep.y_test)
 
 

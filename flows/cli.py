@@ -18,6 +18,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from plada_core.config import StudentConfig, TeacherConfig  # noqa: E402
+from plada_core.devices import check_device  # noqa: E402
 from plada_core.images import PreprocessConfig  # noqa: E402
 from plada_core.payload import CODECS  # noqa: E402
 from plada_core.scoring import ScoringConfig  # noqa: E402
@@ -87,6 +88,24 @@ def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def parse_device(text: str) -> str:
+    """'auto', 'cpu', 'cuda', 'cuda:1', … (checked here, so a typo fails before any work starts)."""
+    try:
+        check_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--device",
+        type=parse_device,
+        default="auto",
+        help="where models train and score: auto (a GPU when this machine has one), cpu, cuda, cuda:1, …",
+    )
+
+
 def _add_runner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runner", choices=("threads", "dask"), default="threads", help="where shard scoring runs")
     p.add_argument("--workers", type=int, default=2, help="scoring threads or local Dask worker processes")
@@ -146,6 +165,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_preprocess_args(run)
     _add_model_args(run, "teacher", "plada_cnn", 30)
     _add_model_args(run, "student", "plada_cnn", 30)
+    _add_device_arg(run)
 
     pub = sub.add_parser("publish", help="teacher → scores → selection → manifest + payload for an existing pool")
     pub.add_argument("--reference-url", required=True, help="URL of a pool made by `plada reference build`")
@@ -158,6 +178,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_runner_args(pub)
     _add_preprocess_args(pub)
     _add_model_args(pub, "teacher", "plada_cnn", 30)
+    _add_device_arg(pub)
 
     stu = sub.add_parser("train-student", help="client side: payload + local pool + target test split → metrics")
     stu.add_argument("--payload", required=True, help="payload.plada URL")
@@ -167,6 +188,7 @@ def _build_parser() -> argparse.ArgumentParser:
     stu.add_argument("--seed", type=int, default=0)
     _add_preprocess_args(stu)
     _add_model_args(stu, "student", "plada_cnn", 30)
+    _add_device_arg(stu)
 
     demo = sub.add_parser("demo", help="run everything on a built-in real-data pair")
     demo.add_argument("--pair", choices=sorted(PAIRS), default="default")
@@ -182,7 +204,12 @@ def _build_parser() -> argparse.ArgumentParser:
 def _train_cfg(args, prefix: str) -> TrainConfig:
     get = lambda name: getattr(args, f"{prefix}_{name}")  # noqa: E731
     return TrainConfig(
-        model=get("model"), epochs=get("epochs"), lr=get("lr"), batch_size=get("batch_size"), seed=args.seed
+        model=get("model"),
+        epochs=get("epochs"),
+        lr=get("lr"),
+        batch_size=get("batch_size"),
+        seed=args.seed,
+        device=args.device,
     )
 
 
@@ -203,7 +230,7 @@ def _teacher_cfg(args) -> TeacherConfig:
 
 
 def _scoring_cfg(args) -> ScoringConfig:
-    return ScoringConfig(temperature=args.temperature, max_drop_rate=args.max_drop_rate)
+    return ScoringConfig(temperature=args.temperature, max_drop_rate=args.max_drop_rate, device=args.device)
 
 
 def _cmd_reference_build(args) -> dict:

@@ -7,11 +7,12 @@ into the frozen ``plada_core`` configs with ``to_*`` methods.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from plada_core.config import StudentConfig, TeacherConfig
+from plada_core.devices import check_device
 from plada_core.images import PreprocessConfig
 from plada_core.scoring import ScoringConfig
 from plada_core.selection import SelectionConfig
@@ -20,6 +21,18 @@ from plada_core.training import TrainConfig
 __all__ = ["PreprocessParams", "PublishRequest", "StudentRequest"]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+def _checked_device(device: str) -> str:
+    check_device(device)  # only the spelling: "auto" is decided by the worker that runs the flow
+    return device
+
+
+Device = Annotated[
+    str,
+    AfterValidator(_checked_device),
+    Field(min_length=1, description="Where models train and score: auto (a GPU when the worker has one), cpu, cuda:1, …"),
+]
 
 
 class PreprocessParams(BaseModel):
@@ -62,6 +75,7 @@ class PublishRequest(BaseModel):
     seed: int = Field(0, ge=0, description="Seed of teacher training and selection.")
     teacher_model: str = Field("plada_cnn", min_length=1, description="timm model name of the teacher.")
     teacher_epochs: int = Field(30, ge=1, le=1000, description="Teacher training epochs.")
+    device: Device = "auto"
     preprocess: PreprocessParams = Field(default_factory=PreprocessParams)
 
     @field_validator("keep")
@@ -74,11 +88,11 @@ class PublishRequest(BaseModel):
         return keep
 
     def teacher_config(self) -> TeacherConfig:
-        train = TrainConfig(model=self.teacher_model, epochs=self.teacher_epochs, seed=self.seed)
+        train = TrainConfig(model=self.teacher_model, epochs=self.teacher_epochs, seed=self.seed, device=self.device)
         return TeacherConfig(train=train, preprocess=self.preprocess.to_config())
 
     def scoring_config(self) -> ScoringConfig:
-        return ScoringConfig(temperature=self.temperature, max_drop_rate=self.max_drop_rate)
+        return ScoringConfig(temperature=self.temperature, max_drop_rate=self.max_drop_rate, device=self.device)
 
     def selection_config(self) -> SelectionConfig:
         return SelectionConfig(
@@ -96,10 +110,12 @@ class StudentRequest(BaseModel):
     lr: float = Field(3e-3, gt=0, le=1, description="Peak learning rate (one-cycle).")
     batch_size: int = Field(64, ge=1, le=4096, description="Batch size.")
     seed: int = Field(0, ge=0, description="Seed of student training.")
+    device: Device = "auto"
     preprocess: PreprocessParams = Field(default_factory=PreprocessParams)
 
     def to_config(self) -> StudentConfig:
         train = TrainConfig(
-            model=self.model, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed
+            model=self.model, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed,
+            device=self.device,
         )
         return StudentConfig(train=train, preprocess=self.preprocess.to_config())

@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from plada_core.devices import model_device
+
 __all__ = [
     "RELEVANCE_COLUMNS",
     "TargetBank",
@@ -107,13 +109,15 @@ def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor
 
 @torch.no_grad()
 def embed(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> tuple[np.ndarray, torch.Tensor]:
-    """Normalised embeddings (float32 numpy) and logits (tensor) of ``x``, batched, in eval mode."""
+    """Normalised embeddings (float32 numpy) and logits (CPU tensor) of ``x``, batched on the model's device,
+    in eval mode."""
     model.eval()
+    device = model_device(model)
     embs, logits = [], []
     for i in range(0, len(x), batch_size):
-        e, lg = features_and_logits(model, x[i : i + batch_size])
-        embs.append(e)
-        logits.append(lg)
+        e, lg = features_and_logits(model, x[i : i + batch_size].to(device))
+        embs.append(e.cpu())
+        logits.append(lg.cpu())
     return torch.cat(embs).numpy(), torch.cat(logits)
 
 

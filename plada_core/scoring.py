@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from plada_core.devices import check_device, resolve_device
 from plada_core.images import PreprocessConfig, preprocess
 from plada_core.relevance import RELEVANCE_COLUMNS, TargetBank, features_and_logits, knn_scores
 
@@ -56,20 +57,11 @@ class ScoringConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
         if not 0 <= self.max_drop_rate <= 1:
             raise ValueError(f"max_drop_rate must be in [0, 1], got {self.max_drop_rate!r}")
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except (RuntimeError, TypeError) as exc:
-                raise ValueError(f"device must be 'auto' or a torch device such as 'cpu' or 'cuda:0', "
-                                 f"got {self.device!r}") from exc
+        check_device(self.device)
 
     def torch_device(self) -> torch.device:
-        """The device the model runs on: ``auto`` is CUDA when this process sees a GPU, else the CPU."""
-        name = ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
-        device = torch.device(name)
-        if device.type == "cuda" and device.index is None:  # as parameters report it: "cuda:0", not "cuda"
-            device = torch.device("cuda", torch.cuda.current_device())
-        return device
+        """The device the model runs on (``plada_core.devices.resolve_device``)."""
+        return resolve_device(self.device)
 
     def prefetches(self, device: torch.device) -> bool:
         """Whether batches are prepared in a background thread: as set, or (``None``) off the CPU only."""

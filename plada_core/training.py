@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from plada_core.devices import check_device, model_device, resolve_device
+
 __all__ = [
     "TrainConfig",
     "accuracy",
@@ -27,7 +29,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Recipe for one classifier. ``shift`` is the max random translation as a fraction of the side."""
+    """Recipe for one classifier. ``shift`` is the max random translation as a fraction of the side.
+
+    ``device`` is where the model trains (``"auto"``: CUDA when the process sees a GPU). Inputs stay in host
+    memory and batches are copied over one at a time, augmented on the host first, so that the shuffling and
+    shifting draw from the same seeded CPU generator everywhere: on the CPU a run is bit-for-bit reproducible;
+    on a GPU its cuDNN kernels are not guaranteed to be.
+    """
 
     model: str = "plada_cnn"
     epochs: int = 30
@@ -36,6 +44,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     shift: float = 0.125
     seed: int = 0
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -46,6 +55,7 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if not 0 <= self.shift < 0.5:
             raise ValueError(f"shift must be in [0, 0.5), got {self.shift!r}")
+        check_device(self.device)
 
 
 def configure_torch(threads: int | None = None) -> None:
@@ -62,9 +72,12 @@ def _batches(n: int, batch_size: int, gen: torch.Generator | None):
 
 @torch.no_grad()
 def features(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """``model.forward_features`` of ``x`` in eval mode, in batches."""
+    """``model.forward_features`` of ``x`` in eval mode, in batches on the model's device; returned on the CPU."""
     model.eval()
-    return torch.cat([model.forward_features(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    device = model_device(model)
+    return torch.cat(
+        [model.forward_features(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
+    )
 
 
 def train_classifier(
@@ -72,9 +85,11 @@ def train_classifier(
 ) -> nn.Module:
     """Train ``model`` on ``x`` (NxCxHxW float) and ``y`` (N int64) in place and return it.
 
-    Models with ``frozen_backbone`` train only their head, on features computed once (``train_head``).
+    Models with ``frozen_backbone`` train only their head, on features computed once (``train_head``). The
+    model is moved to ``cfg.device`` and stays there.
     """
     _check_pairs(x, y)
+    model.to(resolve_device(cfg.device))
     if getattr(model, "frozen_backbone", False):
         return train_head(model, features(model, x), y, cfg, desc=desc)
     torch.manual_seed(cfg.seed)
@@ -94,6 +109,7 @@ def train_head(
     that scores many selections of one pool can compute every pool image's features once.
     """
     _check_pairs(feats, y)
+    model.to(resolve_device(cfg.device))
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     _fit(model, model.forward_head, feats, y, cfg, gen, lambda xb: xb, desc)
@@ -107,7 +123,9 @@ def _check_pairs(x: torch.Tensor, y: torch.Tensor) -> None:
 
 def _fit(model: nn.Module, forward, inputs: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
          gen: torch.Generator, augment, desc: str) -> None:  # fmt: skip
-    """AdamW + one-cycle over ``cfg.epochs`` shuffled passes, updating the parameters that require grad."""
+    """AdamW + one-cycle over ``cfg.epochs`` shuffled passes, updating the parameters that require grad. Each
+    batch is augmented in host memory, then copied to the model's device."""
+    device = model_device(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * ((len(inputs) + cfg.batch_size - 1) // cfg.batch_size)
@@ -115,7 +133,8 @@ def _fit(model: nn.Module, forward, inputs: torch.Tensor, y: torch.Tensor, cfg: 
     model.train()
     for _ in tqdm(range(cfg.epochs), desc=desc, unit="epoch", leave=False):
         for idx in _batches(len(inputs), cfg.batch_size, gen):
-            loss = nn.functional.cross_entropy(forward(augment(inputs[idx])), y[idx])
+            xb = augment(inputs[idx]).to(device, non_blocking=True)
+            loss = nn.functional.cross_entropy(forward(xb), y[idx].to(device, non_blocking=True))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -135,9 +154,10 @@ def shift_images(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Logits for ``x``, in batches, in eval mode."""
+    """Logits for ``x``, in batches on the model's device, in eval mode; returned on the CPU."""
     model.eval()
-    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    device = model_device(model)
+    return torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

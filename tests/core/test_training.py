@@ -72,3 +72,16 @@ def test_mismatched_or_empty_inputs_are_refused_with_the_counts(fit):
 def test_config_names_the_bad_value(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         TrainConfig(**bad)
+
+
+def test_explicit_cpu_trains_the_same_weights_as_auto_on_a_cpu_machine():
+    if torch.cuda.is_available():
+        pytest.skip("auto is the GPU here")
+    x, y = torch.randn(24, 1, 4, 4), torch.randint(0, 3, (24,))
+    weights = []
+    for device in ("auto", "cpu"):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+        train_classifier(model, x, y, TrainConfig(epochs=2, batch_size=8, seed=3, device=device))
+        weights.append(model[1].weight.detach().clone())
+    assert torch.equal(*weights)

@@ -50,3 +50,21 @@ def test_build_then_refuse_to_overwrite(tiny_npz, tmp_path, capsys):
 def test_unknown_source_lists_the_known_ones(tmp_path, capsys):
     assert main(["reference", "build", "--source", "imagenet-99k", "--out", str(tmp_path / "p")]) == 2
     assert "mnist5k" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["publish", "run", "train-student"])
+def test_device_reaches_training_and_scoring_and_a_typo_is_refused(command, capsys):
+    from flows.cli import _scoring_cfg, _train_cfg
+
+    required = {"publish": ["--reference-url", "r", "--target-train", "t"], "run": ["--reference", "r", "--target-train", "t"],
+                "train-student": ["--payload", "p", "--reference-url", "r"]}[command]  # fmt: skip
+    common = [command, *required, "--target-test", "t", "--out", "o"]
+    args = _build_parser().parse_args([*common, "--device", "cuda:1"])
+    prefix = "student" if command == "train-student" else "teacher"
+    assert _train_cfg(args, prefix).device == "cuda:1"
+    if command != "train-student":
+        assert _scoring_cfg(args).device == "cuda:1"
+    assert _build_parser().parse_args(common).device == "auto"
+    with pytest.raises(SystemExit):
+        _build_parser().parse_args([*common, "--device", "gpu"])
+    assert "'gpu'" in capsys.readouterr().err

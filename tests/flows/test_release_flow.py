@@ -65,6 +65,17 @@ def test_bad_request_names_the_field():
         PublishRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b", keep=2.5)
     with pytest.raises(ValueError, match="task"):
         PublishRequest(task="bad name", root_url="r", reference_url="r", target_train="a", target_test="b")
+    with pytest.raises(ValueError, match="device.*'gpu'"):
+        PublishRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b", device="gpu")
+
+
+def test_the_device_reaches_every_stage_config():
+    from flows.params import StudentRequest
+
+    req = PublishRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b", device="cuda:1")
+    assert req.teacher_config().train.device == req.scoring_config().device == "cuda:1"
+    assert StudentRequest(device="cpu").to_config().train.device == "cpu"
+    assert PublishRequest.model_json_schema()["properties"]["device"]["default"] == "auto"  # the UI form's value
 
 
 def test_student_runs_report_and_plot_accuracy_over_releases(prefect_server, request_for, tiny_npz):
