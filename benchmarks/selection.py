@@ -14,6 +14,8 @@ Pairs:
   C      target cifar10; pool tiny-imagenet (32 px, frozen EfficientNet-Lite0 + linear head).
   C64    pair C at 64 px (images upsampled): the frozen backbone sees more than a 1x1 feature map, a better
          teacher for 4x the compute. Frozen-backbone students train their head on pool features computed once.
+  C-cnn  pair C with a teacher trained from scratch on all 50 k CIFAR-10 train images (plada_cnn_wide, 32 px,
+         20 epochs) and C64's student (frozen EfficientNet-Lite0 + linear head at 64 px).
   tiny   a 2 k pool (1 k MNIST + 1 k animal silhouettes) for ``--quick`` / CI.
 
 Outputs under ``--out`` (default ``benchmarks/results``): ``selection.csv`` and ``selection.parquet`` (one row per
@@ -69,7 +71,8 @@ RESULT_COLUMNS = [
 @dataclass(frozen=True)
 class Pair:
     """One (target, pool) setting. ``relevant`` names the pool sources that are truly relevant (for diagnostics
-    only); ``same_labels`` says their source labels are the target's classes (pseudo-label accuracy)."""
+    only); ``same_labels`` says their source labels are the target's classes (pseudo-label accuracy).
+    ``student_preprocess``: the student's input when it differs from the teacher's (``preprocess``)."""
 
     target_train: str
     target_test: str
@@ -82,6 +85,11 @@ class Pair:
     relevant: list[str] = field(default_factory=list)
     same_labels: bool = True
     prepare: str | None = None  # name of a function that writes npz sources into the work folder
+    student_preprocess: PreprocessConfig | None = None
+
+    @property
+    def student_input(self) -> PreprocessConfig:
+        return self.student_preprocess or self.preprocess
 
 
 DIGITS_8 = PreprocessConfig(image_size=8, channels=1, crop="content")
@@ -101,6 +109,11 @@ PAIRS = {
     "C64": Pair(
         "cifar10:train", "cifar10:test", ["tiny-imagenet"], PreprocessConfig(image_size=64, channels=3, crop="none"),
         teacher_model="plada_effnet_lite0", student_model="plada_effnet_lite0", same_labels=False,
+    ),
+    "C-cnn": Pair(
+        "cifar10:train", "cifar10:test", ["tiny-imagenet"], PreprocessConfig(image_size=32, channels=3, crop="none"),
+        teacher_model="plada_cnn_wide", teacher_epochs=20, student_model="plada_effnet_lite0", same_labels=False,
+        student_preprocess=PreprocessConfig(image_size=64, channels=3, crop="none"),
     ),
     "tiny": Pair(
         "sklearn-digits:train", "sklearn-digits:test", ["npz:{work}/tiny-digits.npz", "npz:{work}/tiny-animals.npz"],
@@ -194,12 +207,12 @@ def prepare_pair(name: str, work: Path, shard_size: int = 8192) -> Prepared:
     ]
     scores = pd.concat([tables.read_frame(u) for u in urls], ignore_index=True).sort_values("index", ignore_index=True)
     index = pool.read_index(ref_url)
-    x_test, y_test, _ = load_split(pair.target_test, pair.preprocess)
+    x_test, y_test, _ = load_split(pair.target_test, pair.student_input)
     backbone = _frozen_student(pair, int(meta["num_classes"]))
     if backbone is None:
-        x_pool = _pool_tensor(ref_url, index, pair.preprocess, pair_work / "pool-x.pt")
+        x_pool = _pool_tensor(ref_url, index, pair.student_input, pair_work / "pool-x.pt")
     else:
-        x_pool = _pool_features(ref_url, index, pair.preprocess, backbone, pair_work / "pool-features.pt")
+        x_pool = _pool_features(ref_url, index, pair.student_input, backbone, pair_work / "pool-features.pt")
         x_test = features(backbone, x_test)
     return Prepared(
         pair, ref_url, ref["fingerprint"], int(meta["num_classes"]), float(meta["test_acc"]), scores, index,
@@ -222,7 +235,7 @@ def _pool_tensor(ref_url: str, index: pd.DataFrame, cfg: PreprocessConfig, cache
 
 def _frozen_student(pair: Pair, n_classes: int) -> torch.nn.Module | None:
     """The student model when its backbone is frozen (its features are then computed once per pool), else None."""
-    model = create_model(pair.student_model, num_classes=n_classes, in_chans=pair.preprocess.channels)
+    model = create_model(pair.student_model, num_classes=n_classes, in_chans=pair.student_input.channels)
     return model if getattr(model, "frozen_backbone", False) else None
 
 
@@ -316,7 +329,7 @@ def _student_accuracy(prep: Prepared, x: torch.Tensor, y: torch.Tensor, cfg: Tra
     head is trained exactly as ``fit_classifier`` would train it (same seed, same steps), only faster."""
     if prep.frozen_student:
         torch.manual_seed(cfg.seed)  # model init is part of the recipe, as in fit_classifier
-        model = create_model(cfg.model, num_classes=prep.n_classes, in_chans=prep.pair.preprocess.channels)
+        model = create_model(cfg.model, num_classes=prep.n_classes, in_chans=prep.pair.student_input.channels)
         train_head(model, x, y, cfg)
         with torch.no_grad():
             logits = model.forward_head(prep.x_test.to(model_device(model))).cpu()
@@ -332,7 +345,7 @@ def full_data_accuracy(prep: Prepared, cache: Path) -> float:
     if cache.exists():
         return json.loads(cache.read_text())["student_acc"]
     pair = prep.pair
-    x, y, _ = load_split(pair.target_train, pair.preprocess)
+    x, y, _ = load_split(pair.target_train, pair.student_input)
     if prep.frozen_student:
         x = features(_frozen_student(pair, prep.n_classes), x)
     cfg = TrainConfig(model=pair.student_model, epochs=pair.student_epochs, seed=0)
@@ -465,8 +478,12 @@ def _plot(df: pd.DataFrame, infos: dict, path: Path) -> None:
 
     pairs = sorted(df["pair"].unique())
     colours = selector_colours(df["selector"].unique())
-    fig, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 4.5), squeeze=False)
-    for ax, pair in zip(axes[0], pairs):
+    ncols = min(3, len(pairs))  # rows of three keep the panels legible where the README shows the figure
+    nrows = -(-len(pairs) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6 * ncols, 4.5 * nrows), squeeze=False)
+    for ax in axes.flat[len(pairs) :]:
+        ax.set_visible(False)
+    for ax, pair in zip(axes.flat, pairs):
         group = df[df["pair"] == pair]
         for selector, g in group.groupby("selector"):
             m = g.groupby("keep").agg(x=("payload_bytes", "mean"), y=("student_acc", "mean"), e=("student_acc", "std"))

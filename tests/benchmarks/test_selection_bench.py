@@ -58,3 +58,21 @@ def test_selector_colours_are_the_same_in_every_panel(bench):
     one = bench.selector_colours(["random", "knn_cover"])
     both = bench.selector_colours(["knn_cover", "random", "random"])
     assert one == both and len(set(one.values())) == 2
+
+
+def test_student_input_is_the_teachers_unless_the_pair_says_otherwise(bench):
+    assert bench.PAIRS["C64"].student_input == bench.PAIRS["C64"].preprocess
+    c_cnn = bench.PAIRS["C-cnn"]
+    assert (c_cnn.preprocess.image_size, c_cnn.student_input.image_size) == (32, 64)
+    assert c_cnn.student_input.channels == c_cnn.preprocess.channels == 3
+
+
+def test_plot_puts_at_most_three_pairs_in_a_row(bench, tmp_path):
+    from PIL import Image
+
+    rows = [{"pair": p, "selector": s, "keep": k, "seed": 0, "student_acc": 0.5, "teacher_acc": 0.6,
+             "payload_bytes": 1000 * k} for p in "ABCD" for s in ("random", "energy") for k in (1, 2)]  # fmt: skip
+    bench._plot(pd.DataFrame(rows), {}, tmp_path / "four.png")
+    bench._plot(pd.DataFrame([r for r in rows if r["pair"] == "A"]), {}, tmp_path / "one.png")
+    four, one = Image.open(tmp_path / "four.png").size, Image.open(tmp_path / "one.png").size
+    assert four[0] == 3 * one[0] and four[1] == 2 * one[1]
