@@ -12,8 +12,11 @@ Simulator settings also get ``oracle_floor`` (``plada_core.simulator.oracle_bits
 coder *told* the simulator's hidden block boundaries, per-block dominant class and purity, and confusable
 classes would pay (labels under the true label model + ``log2 C(n_b, k_b)`` positions inside blocks + a
 plain code for which blocks and how many), its bytes (plus the same 72-byte header) and
-``best_possible_ratio_vs_paper``. No real codec knows those parameters, so none can reach the floor; a
-target ratio below it cannot be met on this simulator.
+``best_possible_ratio_vs_paper``. The floor's block term is a plain code, not a bound, so a clever codec
+could in principle go below the floor. The bound is ``entropy_bound`` (``plada_core.simulator.entropy_bound``):
+the entropy of the selection and labels given every hidden parameter, which no codec beats on average, with
+``bound_ratio_vs_paper``. A target ratio below the bound cannot be met on this simulator; between bound and
+floor is the price of learning the parameters from the data, which a real codec has to pay in part.
 
 Prints a table, then one JSON object as the last line::
 
@@ -32,7 +35,7 @@ import numpy as np
 
 from plada_core.codecs import context_rc, context_rc2
 from plada_core.payload import CODECS, HEADER_SIZE, decode_payload, encode_payload
-from plada_core.simulator import oracle_bits, simulate_selections
+from plada_core.simulator import entropy_bound, oracle_bits, simulate_selections
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = "paper-zstd19"
@@ -100,7 +103,10 @@ def floor(simulated, paper_bytes: int) -> dict:
     """The oracle floor of a simulated selection, as bits per image, bytes and the best ratio it allows."""
     bits = oracle_bits(simulated)
     floor_bytes = math.ceil(bits.total * simulated.k / 8) + HEADER_SIZE
+    bound = entropy_bound(simulated)
     return {
+        "entropy_bound_bits_per_image": round(bound, 3),
+        "bound_ratio_vs_paper": round((math.ceil(bound * simulated.k / 8) + HEADER_SIZE) / paper_bytes, 4),
         "labels_bits_per_image": round(bits.labels, 3),
         "positions_bits_per_image": round(bits.positions, 3),
         "blocks_bits_per_image": round(bits.blocks, 3),
@@ -132,12 +138,13 @@ def timings(selection: dict) -> dict:
 def print_table(settings: dict) -> None:
     codecs = list(CODECS)
     print(f"{'setting':9} {'k':>8} " + " ".join(f"{c + ' B':>15} {'bits/img':>8}" for c in codecs)
-          + f" {'order-0':>8} {'best/paper':>10} {'floor':>6} {'floor/paper':>11}")
+          + f" {'order-0':>8} {'best/paper':>10} {'floor':>6} {'floor/paper':>11} {'bound':>6} {'bound/paper':>11}")
     for name, row in settings.items():
         cells = " ".join(f"{row['bytes'][c]:>15,} {row['bits_per_image'][c]:>8.2f}" for c in codecs)
         oracle = row.get("oracle_floor")
         tail = (f" {oracle['total_bits_per_image']:>6.2f} {oracle['best_possible_ratio_vs_paper']:>11.3f}"
-                if oracle else f" {'-':>6} {'-':>11}")
+                f" {oracle['entropy_bound_bits_per_image']:>6.2f} {oracle['bound_ratio_vs_paper']:>11.3f}"
+                if oracle else f" {'-':>6} {'-':>11} {'-':>6} {'-':>11}")
         print(f"{name:9} {row['k']:>8,} {cells} {row['order0_bits_per_image']:>8.2f} {row['ratio_vs_paper']:>10.3f}"
               + tail)
 

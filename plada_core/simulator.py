@@ -44,8 +44,11 @@ under the exact label model above; ``log2 C(n_b, k_b)`` for which images of each
 each keeps (``log2 C(B, m) + sum log2(n_b + 1)``). The label and position terms are exact code lengths
 under the true model, given what the oracle is told; the block term is a plain two-part code, not a bound
 (an oracle that also knew each block's relevance mean could spend somewhat less there). A real codec is
-told nothing: it has to find the boundaries and learn every parameter from the data itself, so it pays
-more than this floor, which says at most how much is left to gain.
+told nothing: it has to find the boundaries and learn every parameter from the data itself, so it will
+usually pay more than this floor; but the block term is no bound, so the floor is a yardstick, not a limit.
+
+**Entropy bound** (:func:`entropy_bound`): the limit. The entropy of the selection and its labels given every
+hidden parameter (block relevance means included): no codec pays less on average, whatever it is told.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ __all__ = [
     "IMAGENET21K_IMAGES",
     "IMAGENET21K_SYNSETS",
     "OracleBits",
+    "entropy_bound",
     "PoolLayout",
     "SimulatedSelection",
     "oracle_bits",
@@ -267,3 +271,46 @@ def oracle_bits(selection: SimulatedSelection) -> OracleBits:
         positions=float(_log2_binomial(sizes, kept).sum()) / k,
         blocks=float(which + np.log2(sizes + 1.0).sum()) / k,
     )
+
+
+def entropy_bound(selection: SimulatedSelection) -> float:
+    """A lower bound on what any codec pays per kept image, on average: the entropy of the selection and its
+    labels *given* every hidden parameter of the task (block boundaries and relevance means, dominant classes,
+    purities, the confusable table).
+
+    Unlike :func:`oracle_bits`, whose block term is a plain two-part code, this is a bound: a coder that does not
+    know the parameters can only pay more, and no code beats the entropy on average. An image of block ``b`` is
+    kept when its score ``mean_b + N(0, 1)`` clears the top-k threshold ``t``, so given ``t`` each is an
+    independent coin with ``p_b = P(N(0, 1) > t - mean_b)`` and the positions cost ``sum_b n_b H2(p_b)`` bits;
+    ``t`` is fitted so that the expected count is k (that the count is then exactly k is worth about 10 bits in
+    all, which this ignores). The labels cost their exact ``-log2 P(label | block)`` under the label model.
+    """
+    if selection.layout is None:
+        raise ValueError("entropy_bound needs a selection made by simulate_selections (it carries the layout)")
+    if selection.k == 0:
+        return 0.0
+    layout = selection.layout
+    task, _ = _task(selection.seed, layout, selection.n_classes)
+    sizes, mean = layout.sizes.astype(np.float64), task.block_mean.astype(np.float64)
+    kept_share = lambda t: 0.5 * _erfc((t - mean) / math.sqrt(2.0))  # noqa: E731 - P(N(0,1) > t - mean)
+    lo, hi = float(mean.min()) - 40.0, float(mean.max()) + 40.0
+    for _ in range(200):  # bisection: the expected count falls as the threshold rises
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if (sizes * kept_share(mid)).sum() > selection.k else (lo, mid)
+    position_bits = float((sizes * _binary_entropy(kept_share(0.5 * (lo + hi)))).sum())
+    blocks = np.searchsorted(layout.starts, selection.indices, side="right") - 1
+    p = _label_probabilities(selection.labels, task.dominant[blocks], task.purity[blocks], task.confusable,
+                            selection.n_classes)
+    return (position_bits - float(np.log2(p).sum())) / selection.k
+
+
+_erfc = np.vectorize(math.erfc, otypes=[float])
+
+
+def _binary_entropy(p: np.ndarray) -> np.ndarray:
+    """H2(p) in bits, 0 at p = 0 and p = 1."""
+    p = np.clip(p, 0.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    return np.nan_to_num(h, nan=0.0)
+

@@ -14,6 +14,7 @@ from plada_core.simulator import (
     PoolLayout,
     SimulatedSelection,
     _label_probabilities,
+    entropy_bound,
     oracle_bits,
     simulate_layout,
     simulate_selections,
@@ -141,7 +142,27 @@ def test_oracle_floor_is_below_every_codec_and_the_order0_bound():
             assert 8 * size / sel.k > floor.total, codec
 
 
+def test_entropy_bound_lies_between_the_labels_and_the_floor_and_below_every_codec():
+    layout = simulate_layout(0, **SMALL)
+    for sel in simulate_selections((0.01, 0.001), n_classes=50, layout=layout).values():
+        floor, bound = oracle_bits(sel), entropy_bound(sel)
+        assert floor.labels < bound < floor.total
+        for codec in ("paper-zstd19", "context-rc", "context-rc2"):
+            size = len(encode_payload(sel.indices, sel.labels, n_reference=sel.n_reference, n_classes=50,
+                                      fingerprint="0" * 64, codec=codec)) - HEADER_SIZE
+            assert 8 * size / sel.k > bound, codec
+
+
+def test_entropy_bound_of_one_block_is_a_coin_per_image():
+    layout = simulate_layout(0, n_reference=1000, n_blocks=1)
+    sel = simulate_selections((0.01,), n_classes=1, layout=layout)[0.01]  # one class: labels cost nothing
+    p = sel.k / 1000  # one block: the fitted threshold keeps each image with probability k / n
+    assert entropy_bound(sel) == pytest.approx(-1000 * (p * math.log2(p) + (1 - p) * math.log2(1 - p)) / sel.k)
+
+
 def test_oracle_needs_the_layout():
     sel = SimulatedSelection(np.array([1]), np.array([0], np.int32), 10, 1, 0.1)
     with pytest.raises(ValueError, match="needs a selection made by simulate_selections"):
         oracle_bits(sel)
+    with pytest.raises(ValueError, match="needs a selection made by simulate_selections"):
+        entropy_bound(sel)
