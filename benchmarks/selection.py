@@ -475,6 +475,7 @@ def _plot(df: pd.DataFrame, infos: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     pairs = sorted(df["pair"].unique())
     colours = selector_colours(df["selector"].unique())
@@ -494,6 +495,7 @@ def _plot(df: pd.DataFrame, infos: dict, path: Path) -> None:
         if full is not None:
             ax.axhline(full, color="grey", ls=":", lw=1.5, label="student recipe on the full target train data")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide on short ranges
         ax.set(title=f"pair {pair}", xlabel="payload bytes (paper codec)", ylabel="student accuracy")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
