@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from plada_core.devices import check_device, resolve_device
+from plada_core.devices import check_device, model_device, resolve_device
 from plada_core.images import PreprocessConfig, preprocess
 from plada_core.relevance import RELEVANCE_COLUMNS, TargetBank, features_and_logits, knn_scores
 
@@ -127,7 +127,7 @@ def score_stream(
     With a ``bank`` the frame also holds ``RELEVANCE_COLUMNS`` (the model must expose ``forward_features`` and
     ``forward_head``, as every PLADA and timm model does)."""
     device = cfg.torch_device()
-    if any(p.device != device for p in model.parameters()):
+    if model_device(model) != device:
         model.to(device)
     model.eval()
     bank_embeddings = torch.from_numpy(bank.embeddings).to(device) if bank is not None else None

@@ -65,9 +65,9 @@ __all__ = [
     "IMAGENET21K_IMAGES",
     "IMAGENET21K_SYNSETS",
     "OracleBits",
-    "entropy_bound",
     "PoolLayout",
     "SimulatedSelection",
+    "entropy_bound",
     "oracle_bits",
     "simulate_layout",
     "simulate_selections",
@@ -253,21 +253,15 @@ def oracle_bits(selection: SimulatedSelection) -> OracleBits:
 
     Pure: the hidden task is redrawn from the selection's seed and layout, nothing is stored.
     """
-    if selection.layout is None:
-        raise ValueError("oracle_bits needs a selection made by simulate_selections (it carries the layout)")
+    layout, task, blocks = _hidden_task(selection, "oracle_bits")
     if selection.k == 0:
         return OracleBits(0.0, 0.0, 0.0)
-    layout = selection.layout
-    task, _ = _task(selection.seed, layout, selection.n_classes)
-    blocks = np.searchsorted(layout.starts, selection.indices, side="right") - 1
-    p = _label_probabilities(selection.labels, task.dominant[blocks], task.purity[blocks], task.confusable,
-                            selection.n_classes)
     touched, kept = np.unique(blocks, return_counts=True)
     sizes = layout.sizes[touched]
     which = _log2_binomial(np.array([layout.sizes.size]), np.array([touched.size]))[0]
     k = selection.k
     return OracleBits(
-        labels=float(-np.log2(p).sum()) / k,
+        labels=_label_bits(selection, task, blocks) / k,
         positions=float(_log2_binomial(sizes, kept).sum()) / k,
         blocks=float(which + np.log2(sizes + 1.0).sum()) / k,
     )
@@ -285,12 +279,9 @@ def entropy_bound(selection: SimulatedSelection) -> float:
     ``t`` is fitted so that the expected count is k (that the count is then exactly k is worth about 10 bits in
     all, which this ignores). The labels cost their exact ``-log2 P(label | block)`` under the label model.
     """
-    if selection.layout is None:
-        raise ValueError("entropy_bound needs a selection made by simulate_selections (it carries the layout)")
+    layout, task, blocks = _hidden_task(selection, "entropy_bound")
     if selection.k == 0:
         return 0.0
-    layout = selection.layout
-    task, _ = _task(selection.seed, layout, selection.n_classes)
     sizes, mean = layout.sizes.astype(np.float64), task.block_mean.astype(np.float64)
     kept_share = lambda t: 0.5 * _erfc((t - mean) / math.sqrt(2.0))  # noqa: E731 - P(N(0,1) > t - mean)
     lo, hi = float(mean.min()) - 40.0, float(mean.max()) + 40.0
@@ -298,10 +289,23 @@ def entropy_bound(selection: SimulatedSelection) -> float:
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if (sizes * kept_share(mid)).sum() > selection.k else (lo, mid)
     position_bits = float((sizes * _binary_entropy(kept_share(0.5 * (lo + hi)))).sum())
-    blocks = np.searchsorted(layout.starts, selection.indices, side="right") - 1
+    return (position_bits + _label_bits(selection, task, blocks)) / selection.k
+
+
+def _hidden_task(selection: SimulatedSelection, caller: str) -> tuple[PoolLayout, _Task, np.ndarray]:
+    """The layout, the hidden task redrawn from the selection's seed, and each kept image's block."""
+    if selection.layout is None:
+        raise ValueError(f"{caller} needs a selection made by simulate_selections (it carries the layout)")
+    layout = selection.layout
+    task, _ = _task(selection.seed, layout, selection.n_classes)
+    return layout, task, np.searchsorted(layout.starts, selection.indices, side="right") - 1
+
+
+def _label_bits(selection: SimulatedSelection, task: _Task, blocks: np.ndarray) -> float:
+    """``-log2 P(labels)`` under the simulator's exact label model, in bits (all kept images together)."""
     p = _label_probabilities(selection.labels, task.dominant[blocks], task.purity[blocks], task.confusable,
-                            selection.n_classes)
-    return (position_bits - float(np.log2(p).sum())) / selection.k
+                             selection.n_classes)
+    return float(-np.log2(p).sum())
 
 
 _erfc = np.vectorize(math.erfc, otypes=[float])
@@ -313,4 +317,3 @@ def _binary_entropy(p: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
     return np.nan_to_num(h, nan=0.0)
-
