@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from plada_core.payload import CODECS, HEADER_SIZE
-from plada_core.simulator import entropy_bound, oracle_bits, simulate_layout, simulate_selections
+from plada_core.simulator import entropy_bound, oracle_bits, prior_bound, simulate_layout, simulate_selections
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,6 +40,8 @@ def test_simulated_row_has_every_codec_and_the_floor(bench):
     assert oracle["bytes"] < min(row["bytes"].values())  # no codec reaches the floor
     assert oracle["entropy_bound_bits_per_image"] == pytest.approx(entropy_bound(sim), abs=1e-3)
     assert oracle["bound_ratio_vs_paper"] < oracle["best_possible_ratio_vs_paper"]
+    assert oracle["prior_bound_bits_per_image"] == pytest.approx(prior_bound(sim), abs=1e-3)
+    assert oracle["bound_ratio_vs_paper"] < oracle["prior_bound_ratio_vs_paper"] < row["ratio_vs_paper"]
     assert oracle["best_possible_ratio_vs_paper"] == pytest.approx(oracle["bytes"] / row["bytes"]["paper-zstd19"],
                                                                    abs=1e-4)
 

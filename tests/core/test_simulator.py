@@ -14,8 +14,10 @@ from plada_core.simulator import (
     PoolLayout,
     SimulatedSelection,
     _label_probabilities,
+    _task,
     entropy_bound,
     oracle_bits,
+    prior_bound,
     simulate_layout,
     simulate_selections,
 )
@@ -160,9 +162,66 @@ def test_entropy_bound_of_one_block_is_a_coin_per_image():
     assert entropy_bound(sel) == pytest.approx(-1000 * (p * math.log2(p) + (1 - p) * math.log2(1 - p)) / sel.k)
 
 
+def test_prior_bound_lies_between_the_entropy_bound_and_every_codec():
+    layout = simulate_layout(0, **SMALL)
+    for sel in simulate_selections((0.01, 0.001), n_classes=50, layout=layout).values():
+        bound, prior = entropy_bound(sel), prior_bound(sel)
+        assert prior_bound(sel) == prior  # pure
+        assert bound < prior < bound + 1.5  # learning the parameters costs something, not everything
+        for codec in ("paper-zstd19", "context-rc", "context-rc2"):
+            size = len(encode_payload(sel.indices, sel.labels, n_reference=sel.n_reference, n_classes=50,
+                                      fingerprint="0" * 64, codec=codec)) - HEADER_SIZE
+            assert 8 * size / sel.k > prior, codec
+
+
+def _direct_prior_bits(sel: SimulatedSelection) -> float:
+    """prior_bound written block by block with plain loops and trapezoid integrals: an independent reference."""
+    from plada_core import simulator
+
+    layout = sel.layout
+    task, _ = _task(sel.seed, layout, sel.n_classes)
+    blocks = np.searchsorted(layout.starts, sel.indices, side="right") - 1
+    threshold = simulator._threshold(layout.sizes.astype(float), task.block_mean.astype(float), sel.k)
+    normal = lambda x: math.exp(-0.5 * (x / 0.8) ** 2) / (0.8 * math.sqrt(2 * math.pi))  # noqa: E731
+    means = np.linspace(-5.0, 8.0, 6001)
+    total = 0.0
+    for b, size in enumerate(layout.sizes.tolist()):
+        kept = int((blocks == b).sum())
+        if task.relevant[b]:
+            boosts = np.linspace(1.5, 3.0, 201)
+            prior = np.array([np.trapezoid([normal(m - u) for u in boosts], boosts) / 1.5 for m in means])
+        else:
+            prior = np.array([normal(m) for m in means])
+        p = np.array([0.5 * math.erfc((threshold - m) / math.sqrt(2)) for m in means])
+        total -= math.log2(np.trapezoid(p**kept * (1 - p) ** (size - kept) * prior, means))
+        labels = sel.labels[blocks == b]
+        if not labels.size:
+            continue
+        low, high = (0.75, 0.98) if task.relevant[b] else (0.3, 0.9)
+        purities = np.linspace(low, high, 2001)
+        dominants = [int(task.dominant[b])] if task.relevant[b] else range(sel.n_classes)
+        mass = 0.0
+        for d in dominants:
+            like = np.ones_like(purities)
+            for label in labels.tolist():
+                like *= _label_probabilities(np.full(purities.size, label), np.full(purities.size, d), purities,
+                                             task.confusable, sel.n_classes)
+            mass += np.trapezoid(like, purities) / (high - low) / len(dominants)
+        total -= math.log2(mass)
+    return total / sel.k
+
+
+def test_prior_bound_matches_a_direct_integral_block_by_block():
+    layout = simulate_layout(2, n_reference=4000, n_blocks=6)
+    for sel in simulate_selections((0.01, 0.002), n_classes=3, seed=2, layout=layout).values():
+        assert prior_bound(sel) == pytest.approx(_direct_prior_bits(sel), rel=1e-3)
+
+
 def test_oracle_needs_the_layout():
     sel = SimulatedSelection(np.array([1]), np.array([0], np.int32), 10, 1, 0.1)
     with pytest.raises(ValueError, match="needs a selection made by simulate_selections"):
         oracle_bits(sel)
     with pytest.raises(ValueError, match="needs a selection made by simulate_selections"):
         entropy_bound(sel)
+    with pytest.raises(ValueError, match="prior_bound needs a selection made by simulate_selections"):
+        prior_bound(sel)
