@@ -106,7 +106,7 @@ def floor(simulated, paper_bytes: int) -> dict:
     bits = oracle_bits(simulated)
     floor_bytes = math.ceil(bits.total * simulated.k / 8) + HEADER_SIZE
     bound, prior = entropy_bound(simulated), prior_bound(simulated)
-    ratio = lambda bits: round((math.ceil(bits * simulated.k / 8) + HEADER_SIZE) / paper_bytes, 4)  # noqa: E731
+    ratio = lambda bits: round((math.ceil(bits * simulated.k / 8) + HEADER_SIZE) / paper_bytes, 4)
     return {
         "entropy_bound_bits_per_image": round(bound, 3),
         "bound_ratio_vs_paper": ratio(bound),

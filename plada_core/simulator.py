@@ -75,7 +75,6 @@ __all__ = [
     "entropy_bound",
     "oracle_bits",
     "prior_bound",
-    "prior_bound",
     "simulate_layout",
     "simulate_selections",
 ]

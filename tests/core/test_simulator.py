@@ -182,7 +182,7 @@ def _direct_prior_bits(sel: SimulatedSelection) -> float:
     task, _ = _task(sel.seed, layout, sel.n_classes)
     blocks = np.searchsorted(layout.starts, sel.indices, side="right") - 1
     threshold = simulator._threshold(layout.sizes.astype(float), task.block_mean.astype(float), sel.k)
-    normal = lambda x: math.exp(-0.5 * (x / 0.8) ** 2) / (0.8 * math.sqrt(2 * math.pi))  # noqa: E731
+    normal = lambda x: math.exp(-0.5 * (x / 0.8) ** 2) / (0.8 * math.sqrt(2 * math.pi))
     means = np.linspace(-5.0, 8.0, 6001)
     total = 0.0
     for b, size in enumerate(layout.sizes.tolist()):
