@@ -5,8 +5,10 @@ simulator at 1 %, 0.5 % and 0.1 % keep (``plada_core.simulator``). For each: pay
 (header included), bits per kept image, the order-0 reference cost ``log2 C(N, k) / k + H(labels)`` (what
 a codec that ignores all structure would pay), ``ratio_vs_paper`` of the best codec (and of each codec),
 and for the range-coded codecs the split of their bits per image into gaps and labels (``split``: the sum
-of ``-log2 p`` over each part's decisions). Encode and decode seconds are measured at 1 %, one core, one
-run each.
+of ``-log2 p`` over each part's decisions; for layout-rc "gaps" are its block counts and in-block gaps).
+layout-rc codes against the pool's layout: the simulator's blocks, and for the demo the runs of equal
+(source, source label) in the pool's ``index.parquet`` (``plada_core.io.pool.read_layout``). Encode and decode
+seconds are measured at 1 %, one core, one run each.
 
 Simulator settings also get ``oracle_floor`` (``plada_core.simulator.oracle_bits``): the bits per image a
 coder *told* the simulator's hidden block boundaries, per-block dominant class and purity, and confusable
@@ -35,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plada_core.codecs import context_rc, context_rc2
+from plada_core.codecs import context_rc, context_rc2, layout_rc
 from plada_core.payload import CODECS, HEADER_SIZE, decode_payload, encode_payload
 from plada_core.simulator import entropy_bound, oracle_bits, prior_bound, simulate_selections
 
@@ -67,8 +69,10 @@ def load_demo(demo_dir: Path) -> tuple[dict | None, str | None]:
     metadata = json.loads((pq.read_schema(manifest).metadata or {}).get(b"plada", b"{}"))
     n_classes = len(metadata.get("class_names") or []) or int(labels.max()) + 1
     n_reference = int(json.loads(reference.read_text())["n"])
+    from plada_core.io.pool import read_layout  # only the demo needs it
+
     return {"indices": table["index"].to_numpy(), "labels": labels, "n_reference": n_reference,
-            "n_classes": n_classes}, None
+            "n_classes": n_classes, "layout": read_layout(str(demo_dir / "reference"))}, None
 
 
 def measure(selection: dict) -> dict:
@@ -84,7 +88,8 @@ def measure(selection: dict) -> dict:
         "best_codec": best,
         "ratio_vs_paper": round(sizes[best] / sizes[PAPER], 4),
         "ratios_vs_paper": {name: round(size / sizes[PAPER], 4) for name, size in sizes.items()},
-        "split": {name: split(selection, model) for name, model in MODELS.items()},
+        "split": {**{name: split(selection, model) for name, model in MODELS.items()},
+                  "layout-rc": layout_split(selection)},
     }
     if "simulated" in selection:
         row["oracle_floor"] = floor(selection["simulated"], sizes[PAPER])
@@ -99,6 +104,16 @@ def split(selection: dict, model) -> dict:
         np.asarray(selection["labels"]),
     )
     return {"gap_bits_per_image": round(gap_bits / k, 3), "label_bits_per_image": round(label_bits / k, 3)}
+
+
+def layout_split(selection: dict) -> dict:
+    """Bits per image of layout-rc's positions (block counts and gaps) and labels."""
+    k = selection["labels"].size
+    position_bits, label_bits = layout_rc.code_lengths(
+        np.asarray(selection["indices"]), np.asarray(selection["labels"]), n_reference=selection["n_reference"],
+        n_classes=selection["n_classes"], layout=selection["layout"],
+    )
+    return {"gap_bits_per_image": round(position_bits / k, 3), "label_bits_per_image": round(label_bits / k, 3)}
 
 
 def floor(simulated, paper_bytes: int) -> dict:
@@ -124,7 +139,7 @@ def floor(simulated, paper_bytes: int) -> dict:
 def _encode(selection: dict, codec: str) -> bytes:
     return encode_payload(
         selection["indices"], selection["labels"], n_reference=selection["n_reference"],
-        n_classes=selection["n_classes"], fingerprint=_FINGERPRINT, codec=codec,
+        n_classes=selection["n_classes"], fingerprint=_FINGERPRINT, codec=codec, layout=selection["layout"],
     )
 
 
@@ -135,7 +150,7 @@ def timings(selection: dict) -> dict:
         start = time.perf_counter()
         payload = _encode(selection, name)
         middle = time.perf_counter()
-        decode_payload(payload)
+        decode_payload(payload, layout=selection["layout"])
         result[name] = {"encode_s": round(middle - start, 3), "decode_s": round(time.perf_counter() - middle, 3)}
     return result
 
@@ -172,7 +187,7 @@ def main() -> None:
     for name, keep in SIM_KEEPS.items():
         sim = simulated[keep]
         selections[name] = {"indices": sim.indices, "labels": sim.labels, "n_reference": sim.n_reference,
-                            "n_classes": sim.n_classes, "simulated": sim}
+                            "n_classes": sim.n_classes, "simulated": sim, "layout": sim.layout.sizes}
 
     settings = {name: measure(selection) for name, selection in selections.items()}
     print_table(settings)

@@ -20,7 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from plada_core.config import StudentConfig, TeacherConfig  # noqa: E402
 from plada_core.devices import check_device  # noqa: E402
 from plada_core.images import PreprocessConfig  # noqa: E402
-from plada_core.payload import CODECS  # noqa: E402
+from plada_core.payload import AUTO, CODECS  # noqa: E402
 from plada_core.scoring import ScoringConfig  # noqa: E402
 from plada_core.selection import SELECTORS, SelectionConfig  # noqa: E402
 from plada_core.training import TrainConfig  # noqa: E402
@@ -131,7 +131,8 @@ def _add_selection_args(p: argparse.ArgumentParser, keep: float = 0.1) -> None:
     p.add_argument("--alpha", type=float, default=0.5, help="Safety-Net exponent: K_c ∝ N_c^alpha")
     p.add_argument("--temperature", type=float, default=1.0, help="energy temperature T")
     p.add_argument("--max-drop-rate", type=float, default=0.01, help="fail above this fraction of unscorable images")
-    p.add_argument("--codec", default="paper-zstd19", choices=list(CODECS), help="payload body codec")
+    p.add_argument("--codec", default="paper-zstd19", choices=[*CODECS, AUTO],
+                   help="payload body codec; auto: the smallest payload of all")
     p.add_argument(
         "--max-payload-bytes",
         type=int,

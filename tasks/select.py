@@ -13,7 +13,7 @@ from plada_core.config import to_dict
 from plada_core.io import checkpoints, pool, storage, tables
 from plada_core.manifest import build_manifest
 from plada_core.budget import largest_k_within
-from plada_core.payload import encode_payload
+from plada_core.payload import encode_payload, read_header, uses_layout
 from plada_core.selection import SelectionConfig, select
 from tasks.common import logger
 
@@ -68,7 +68,8 @@ def select_and_encode(
     """Write ``manifest.parquet``, ``payload.plada`` and ``selection.json`` under ``out_url``; return their URLs.
 
     With ``max_payload_bytes``, ``cfg.keep`` is replaced by the largest count whose payload fits (budget mode);
-    the summary's ``keep_reached`` says which fraction of the pool that is.
+    the summary's ``keep_reached`` says which fraction of the pool that is. ``codec="auto"`` encodes with every
+    registered codec and keeps the smallest payload (the summary's ``codec`` names the one kept).
     """
     ref = pool.read_reference(reference_url)
     scores, drops = _read_scores(score_urls)
@@ -76,9 +77,11 @@ def select_and_encode(
     _, teacher = checkpoints.load_checkpoint(teacher_url)
     class_names = teacher["class_names"]
 
+    layout = pool.read_layout(reference_url) if uses_layout(codec) else None
+
     def encode(kept: pd.DataFrame) -> bytes:
         return encode_payload(kept["index"].to_numpy(), kept["pred"].to_numpy(), n_reference=ref["n"],
-                              n_classes=len(class_names), fingerprint=ref["fingerprint"], codec=codec)
+                              n_classes=len(class_names), fingerprint=ref["fingerprint"], codec=codec, layout=layout)
 
     if max_payload_bytes is not None:
         cfg = _select_to_budget(scores, len(class_names), cfg, encode, max_payload_bytes)
@@ -106,8 +109,9 @@ def select_and_encode(
         "drops": drops,
         **urls,
         "selection": to_dict(cfg),
-        "codec": codec,
+        "codec": read_header(payload)["codec"],
+        "codec_requested": codec,
     }
     storage.write_json(storage.join(out_url, "selection.json"), summary)
-    logger().info("kept %d of %d images; payload %d bytes (%s)", len(kept), ref["n"], len(payload), codec)
+    logger().info("kept %d of %d images; payload %d bytes (%s)", len(kept), ref["n"], len(payload), summary["codec"])
     return summary

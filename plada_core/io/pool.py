@@ -220,6 +220,33 @@ def read_index(reference_url: str, indices: Iterable[int] | None = None, columns
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
 
 
+def read_layout(reference_url: str, batch_size: int = 1 << 18) -> np.ndarray:
+    """The pool's block layout: the lengths of the runs of equal (source, source label) in index order.
+
+    A pool built from class-ordered sources (``imagefolder``, one tar per synset) is stored class by class, and
+    these runs are its class blocks; codecs that code positions block by block ("layout-rc") use them. Both
+    sides derive it from the same ``index.parquet``, so it need not travel. Streamed in record batches.
+    """
+    url = storage.join(reference_url, "index.parquet")
+    sizes: list[int] = []
+    previous, run = None, 0  # the key and length so far of the run still open at the end of the last batch
+    with storage.open_read(url) as f:
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_size, columns=["source", "source_label"]):
+            keys = batch.column("source").to_numpy(zero_copy_only=False).astype(str)
+            keys = np.char.add(np.char.add(keys, "\0"), batch.column("source_label").to_numpy().astype(str))
+            cursor = 0
+            for start in np.flatnonzero(np.concatenate(([keys[0] != previous], keys[1:] != keys[:-1]))).tolist():
+                run += start - cursor
+                if run:
+                    sizes.append(run)
+                run, cursor = 0, start
+            run += keys.size - cursor
+            previous = keys[-1]
+    if run:
+        sizes.append(run)
+    return np.asarray(sizes, dtype=np.int64)
+
+
 def shards_holding(reference: dict, indices: Iterable[int]) -> list[str]:
     """Names of the shards that hold ``indices``: shards hold contiguous index ranges (reference.json)."""
     starts = np.array([s["first_index"] for s in reference["shards"]], dtype=np.int64)

@@ -18,11 +18,12 @@ class FakeSample:
 class FakeSource:
     """Looks like a ``plada_core.io.sources`` source: ``spec``, ``name``, ``class_names``, ``len``, ``iter_encoded``."""
 
-    def __init__(self, name: str, n: int, seed: int = 0):
+    def __init__(self, name: str, n: int, seed: int = 0, labels: list[int] | None = None):
         self.spec, self.name, self.class_names = f"fake:{name}", name, ["a", "b"]
         rng = np.random.default_rng(seed)
-        self._samples = [FakeSample(f"{name}-{i:08d}", png(rng.integers(0, 256, (6, 6), dtype=np.uint8)), "png", i % 2)
-                         for i in range(n)]
+        labels = [i % 2 for i in range(n)] if labels is None else labels
+        self._samples = [FakeSample(f"{name}-{i:08d}", png(rng.integers(0, 256, (6, 6), dtype=np.uint8)), "png",
+                                    labels[i]) for i in range(n)]
 
     def __len__(self):
         return len(self._samples)

@@ -163,6 +163,15 @@ def test_index_rows_and_shards_for_a_few_indices(storage_root):
     assert pool.shards_holding(ref, [9, 1, 4, 5]) == ["shard-000000.tar", "shard-000001.tar", "shard-000003.tar"]
 
 
+@pytest.mark.parametrize("batch_size", [1, 3, 1 << 18])
+def test_layout_is_the_runs_of_source_and_source_label(tmp_path, batch_size):
+    url = str(tmp_path / "p")
+    sources = [_Source("a", 7, labels=[0, 0, 0, 1, 1, 0, 0]), _Source("b", 3, labels=[0, 0, 0])]
+    pool.build_reference(sources, url, shard_size=4, progress=False)
+    # a 0s, a 1s, a 0s again, then source b (same label, other source): runs across record batches merge
+    assert pool.read_layout(url, batch_size=batch_size).tolist() == [3, 2, 2, 3]
+
+
 def _webdataset_groups(data: bytes) -> tuple[list[dict], list[Exception]]:
     """webdataset's own reader (tarfile underneath) on ``data``: the reference for the lean shard reader."""
     errors: list[Exception] = []

@@ -99,7 +99,7 @@ def test_random_baseline_has_the_requested_size(published, tmp_path):
     assert summary["n_kept"] == 37
 
 
-@pytest.mark.parametrize("codec", ["paper-zstd19", "context-rc", "context-rc2"])
+@pytest.mark.parametrize("codec", ["paper-zstd19", "context-rc", "context-rc2", "layout-rc", "auto"])
 def test_budget_mode_keeps_the_largest_selection_that_fits(published, tmp_path, codec):
     common = (published["scores"], published["ref"], published["teacher"])
     small = select_and_encode.fn(*common, str(tmp_path / "s"), SelectionConfig(), codec=codec, max_payload_bytes=120)
@@ -110,3 +110,23 @@ def test_budget_mode_keeps_the_largest_selection_that_fits(published, tmp_path, 
     one_more = select_and_encode.fn(*common, str(tmp_path / "m"),
                                     SelectionConfig(keep=small["n_kept"] + 1), codec=codec)
     assert one_more["payload_bytes"] > 120 or one_more["n_kept"] == 300
+
+
+def test_auto_codec_keeps_the_smallest_payload_and_the_client_decodes_it(published, tiny_npz, tmp_path):
+    common = (published["scores"], published["ref"], published["teacher"])
+    sizes = {codec: select_and_encode.fn(*common, str(tmp_path / codec), SelectionConfig(keep=0.2), codec=codec)
+             for codec in ("paper-zstd19", "context-rc", "context-rc2", "layout-rc")}
+    auto = select_and_encode.fn(*common, str(tmp_path / "auto"), SelectionConfig(keep=0.2), codec="auto")
+    best = min(sizes, key=lambda codec: sizes[codec]["payload_bytes"])
+    assert (auto["codec"], auto["codec_requested"]) == (best, "auto")
+    assert auto["payload_bytes"] == sizes[best]["payload_bytes"]
+    cfg = StudentConfig(train=TrainConfig(epochs=1), preprocess=PRE)
+    metrics = train_student.fn(sizes["layout-rc"]["payload"], published["ref"], tiny_npz["test"],
+                               str(tmp_path / "stu"), cfg)  # the client reads its own pool's layout to decode
+    assert metrics["n_train"] == sizes["layout-rc"]["n_kept"]
+
+
+def test_unknown_codec_is_named(published, tmp_path):
+    with pytest.raises(ValueError, match="unknown codec 'gzip'.*or 'auto'"):
+        select_and_encode.fn(published["scores"], published["ref"], published["teacher"], str(tmp_path),
+                             SelectionConfig(keep=0.1), codec="gzip")
