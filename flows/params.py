@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from plada_core.config import StudentConfig, TeacherConfig
 from plada_core.devices import check_device
 from plada_core.images import PreprocessConfig
+from plada_core.payload import HEADER_SIZE
 from plada_core.scoring import ScoringConfig
 from plada_core.selection import SelectionConfig
 from plada_core.training import TrainConfig
@@ -72,6 +73,14 @@ class PublishRequest(BaseModel):
     alpha: float = Field(0.5, ge=-4, le=4, description="Safety-Net exponent.")
     temperature: float = Field(1.0, gt=0, le=100, description="Energy temperature T.")
     max_drop_rate: float = Field(0.01, ge=0, le=1, description="Fail above this fraction of unscorable pool images.")
+    codec: Literal["paper-zstd19", "context-rc", "context-rc2", "layout-rc", "auto"] = Field(
+        "paper-zstd19",
+        description="Payload codec (paper-zstd19: the paper's; layout-rc: smallest on pools stored class by class; "
+        "auto: the smallest payload of all).",
+    )
+    max_payload_bytes: int | None = Field(
+        None, ge=HEADER_SIZE, description="Budget mode: keep the largest selection whose payload fits (replaces keep)."
+    )
     seed: int = Field(0, ge=0, description="Seed of teacher training and selection.")
     teacher_model: str = Field("plada_cnn", min_length=1, description="timm model name of the teacher.")
     teacher_epochs: int = Field(30, ge=1, le=1000, description="Teacher training epochs.")

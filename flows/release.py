@@ -42,6 +42,8 @@ def publish_task(request: PublishRequest, lock_wait_s: float = 3600.0) -> dict:
                 request.teacher_config(),
                 request.scoring_config(),
                 request.selection_config(),
+                request.codec,
+                request.max_payload_bytes,
             )
             random_cfg = dataclasses.replace(
                 request.selection_config(), selector="random", keep=published["n_kept"], safety_net=False
@@ -53,6 +55,7 @@ def publish_task(request: PublishRequest, lock_wait_s: float = 3600.0) -> dict:
                 join(out_url, "baseline-random"),
                 random_cfg,
                 request.max_drop_rate,
+                request.codec,
             )
             report = write_publish_report(out_url, published, baseline, request.model_dump())
             record = {

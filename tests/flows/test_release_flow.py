@@ -67,6 +67,20 @@ def test_bad_request_names_the_field():
         PublishRequest(task="bad name", root_url="r", reference_url="r", target_train="a", target_test="b")
     with pytest.raises(ValueError, match="device.*'gpu'"):
         PublishRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b", device="gpu")
+    with pytest.raises(ValueError, match="codec"):
+        PublishRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b", codec="gzip")
+    with pytest.raises(ValueError, match="max_payload_bytes"):
+        PublishRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b",
+                       max_payload_bytes=10)
+
+
+def test_release_with_a_codec_and_a_payload_budget(prefect_server, request_for):
+    from plada_core.io import storage
+    from plada_core.payload import read_header
+
+    record = publish_task(request_for(version="v5", codec="layout-rc", max_payload_bytes=150))
+    data = storage.read_bytes(record["payload_url"])
+    assert len(data) <= 150 and read_header(data)["codec"] == "layout-rc"
 
 
 def test_the_device_reaches_every_stage_config():
@@ -93,6 +107,14 @@ def test_student_runs_report_and_plot_accuracy_over_releases(prefect_server, req
     png = (releases.version_url(request_for().root_url, "tiny", "k30").removeprefix("file://")
            + "/students/plada_cnn-seed0/accuracy_vs_payload.png")
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ui_form_offers_exactly_the_registered_codecs_and_auto():
+    import typing
+
+    from plada_core.payload import AUTO, CODECS
+
+    assert set(typing.get_args(PublishRequest.model_fields["codec"].annotation)) == {*CODECS, AUTO}
 
 
 def test_ui_form_offers_exactly_the_registered_selectors():
