@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from plada_core.codecs.layout_rc import DIGEST_SIZE, code_lengths, layout_digest
+from plada_core.codecs.layout_rc import DIGEST_SIZE, code_lengths, layout_digest, merge_short_blocks
 from plada_core.payload import (
     AUTO,
     CODECS,
@@ -105,6 +105,12 @@ def test_edge_selections_round_trip(indices, labels, n, c, layout):
     assert payload.indices.tolist() == indices and payload.labels.tolist() == labels
 
 
+def test_runs_shorter_than_8_are_merged_into_one_block():
+    merged = merge_short_blocks(np.array([3, 2, 10, 1, 1, 1, 9, 7, 8, 2**40]))
+    assert merged.tolist() == [5, 10, 3, 9, 7, 8, 2**40]
+    assert merge_short_blocks(np.array([1])).tolist() == [1] and merge_short_blocks(np.array([8])).tolist() == [8]
+
+
 def test_empty_selection_body_is_the_layout_digest():
     data = encode([], [], 10, 3, [4, 6])
     assert data[HEADER_SIZE:] == layout_digest(np.array([4, 6]))
@@ -170,11 +176,12 @@ def test_header_names_the_codec():
 
 
 # Frozen format: this payload must decode the same forever. If the model changes, register a new codec id.
-GOLDEN_LAYOUT = [30, 70, 5000, 4900, 89_990, 10]
-GOLDEN = (  # N = 100,000, C = 10: a small block, an empty one, a dense run, a sparse block, a full one
+GOLDEN_LAYOUT = [30, 70, 3, 2, 1, 4994, 4900, 89_990, 10]
+GOLDEN = (  # N = 100,000, C = 10: a small block, an empty one, short ones merged, a dense run across them,
+    # a sparse block, a full one
     [3, 4, 5, 9, *range(100, 118), 2000, 4000, *range(5100, 5134)] + [*range(99_990, 100_000)],
     [1, 1, 1, 0] + [2] * 18 + [3, 2] + [4] * 30 + [5, 4, 6, 4] + [9] * 9 + [8],
-    bytes.fromhex("a8e060d34d136dfc63023809f0dda476908a6273087e21dc9201be7c979aca027b6a7900"),
+    bytes.fromhex("f8f4cff43c98d9f363023809bbebab218cae9a4477f24e350a1a7198776b00b69ae3528000"),
 )
 
 
