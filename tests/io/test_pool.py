@@ -164,8 +164,8 @@ def test_index_rows_and_shards_for_a_few_indices(storage_root):
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 1 << 18])
-def test_layout_is_the_runs_of_source_and_source_label(tmp_path, batch_size):
-    url = str(tmp_path / "p")
+def test_layout_is_the_runs_of_source_and_source_label(storage_root, batch_size):
+    url = storage.join(storage_root, f"p{batch_size}")
     sources = [_Source("a", 7, labels=[0, 0, 0, 1, 1, 0, 0]), _Source("b", 3, labels=[0, 0, 0])]
     pool.build_reference(sources, url, shard_size=4, progress=False)
     # a 0s, a 1s, a 0s again, then source b (same label, other source): runs across record batches merge
