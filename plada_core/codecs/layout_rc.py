@@ -20,9 +20,10 @@ shuffled; 62,915 runs, 21 blocks after merging) went from 7,622 to 7,523 bytes (
 natural pool (Tiny-ImageNet: 200 class blocks of 500, then 11,100 shuffled images) from 10,749 to 10,748
 (context-rc2: 10,736); the simulator is unchanged (120,162 bytes at 1 %).
 
-Body = 8-byte BLAKE2b digest of the block sizes as given (each as u64 little endian, before merging), the range-coded stream
-(``rangecoder``), then zero padding up to ``8 + context_rc.min_body_length(k)`` bytes, which bounds the work a
-hostile body can cause exactly as in ``context_rc`` (the block loop itself is bounded by the local layout).
+Body = 8-byte BLAKE2b digest of the block sizes as given (each as u64 little endian, before merging), the
+range-coded stream (``rangecoder``), then zero padding up to ``8 + context_rc.min_body_length(k)`` bytes, which
+bounds the work a hostile body can cause exactly as in ``context_rc`` (the block loop itself is bounded by the
+local layout).
 
 Blocks (after merging) are coded in order. For a block of ``n`` images of which ``m`` are kept:
 

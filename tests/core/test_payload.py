@@ -204,7 +204,8 @@ def test_encode_and_decode_fast_at_paper_scale():
         (dict(indices=[[2, 3]], labels=[[0, 0]]), "one-dimensional"),
         (dict(fingerprint="abc"), "fingerprint must be 64 hex characters.*'abc'"),
         (dict(fingerprint="z" * 64), "fingerprint must be 64 hex"),
-        (dict(codec="gzip"), r"unknown codec 'gzip'; valid codecs: \['context-rc', 'context-rc2', 'layout-rc', 'paper-zstd19'\]"),
+        (dict(codec="gzip"),
+         r"unknown codec 'gzip'; valid codecs: \['context-rc', 'context-rc2', 'layout-rc', 'paper-zstd19'\] or 'auto'"),
         (dict(n_classes=0), r"n_classes must be in \[1, 1000000\], got 0"),
         (dict(n_classes=1_000_001), "n_classes must be in"),
         (dict(n_reference=0, indices=[], labels=[]), "n_reference must be in"),
@@ -297,7 +298,8 @@ GOOD_BODY = zstd(raw_body([6, 5], [1, 2, 2, 1]))  # indices 3, 4, 5 (delta 3, ru
         (forge(GOOD_BODY, n=10, k=3, c=3, version=2), "unknown payload format version 2.*upgrade plada"),
         (
             forge(GOOD_BODY, n=10, k=3, c=3, codec_id=9),
-            r"unknown codec id 9 \(this build knows \{1: 'paper-zstd19', 2: 'context-rc', 3: 'context-rc2', 4: 'layout-rc'\}",
+            r"unknown codec id 9 \(this build knows "
+            r"\{1: 'paper-zstd19', 2: 'context-rc', 3: 'context-rc2', 4: 'layout-rc'\}",
         ),
         (forge(GOOD_BODY, n=10, k=11, c=3), "k=11 selected images but the pool has only N=10"),
         (forge(GOOD_BODY, n=0, k=0, c=3), "N=0"),
