@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 # Offline machines: Prefect's telemetry would only log connection errors.
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -191,6 +193,15 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_model_args(stu, "student", "plada_cnn", 30)
     _add_device_arg(stu)
 
+    payload = sub.add_parser("payload", help="payload commands").add_subparsers(dest="payload_command", required=True)
+    inspect = payload.add_parser(
+        "inspect", help="header, size and codec of a payload; with --reference-url, decode it against that pool"
+    )
+    inspect.add_argument("payload", help="payload.plada URL")
+    inspect.add_argument(
+        "--reference-url", default=None, help="decode against this local pool (fingerprint, size and layout checked)"
+    )
+
     demo = sub.add_parser("demo", help="run everything on a built-in real-data pair")
     demo.add_argument("--pair", choices=sorted(PAIRS), default="default")
     demo.add_argument("--out", required=True)
@@ -286,6 +297,24 @@ def _cmd_train_student(args) -> dict:
     return train_student(args.payload, args.reference_url, args.target_test, args.out, student)
 
 
+def _cmd_payload_inspect(args) -> dict:
+    from plada_core.io import pool, storage
+    from plada_core.payload import decode_payload, needs_layout, read_header
+
+    data = storage.read_bytes(args.payload)
+    header = read_header(data)
+    result = {**header, "payload_bytes": len(data), "bits_per_image": round(8 * len(data) / max(header["k"], 1), 3)}
+    if args.reference_url is not None:
+        ref = pool.read_reference(args.reference_url)
+        layout = pool.read_layout(args.reference_url) if needs_layout(data) else None
+        decoded = decode_payload(data, expected_fingerprint=ref["fingerprint"], expected_n_reference=ref["n"],
+                                 layout=layout)
+        per_class = [int(c) for c in np.bincount(decoded.labels, minlength=decoded.n_classes)]
+        result.update(decoded=True, classes_present=sum(c > 0 for c in per_class),
+                      images_per_class={"min": min(per_class), "max": max(per_class)})
+    return result
+
+
 def _available(spec: str) -> bool:
     from plada_core.io.sources import open_source
 
@@ -342,7 +371,8 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    command = _cmd_reference_build if args.command == "reference" else COMMANDS[args.command]
+    nested = {"reference": _cmd_reference_build, "payload": _cmd_payload_inspect}
+    command = nested.get(args.command) or COMMANDS[args.command]
     try:
         result = command(args)
     except (ValueError, OSError, RuntimeError, ImportError) as exc:

@@ -68,3 +68,39 @@ def test_device_reaches_training_and_scoring_and_a_typo_is_refused(command, caps
     with pytest.raises(SystemExit):
         _build_parser().parse_args([*common, "--device", "gpu"])
     assert "'gpu'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def payload_files(tiny_npz, tmp_path_factory):
+    """A pool, a layout-rc payload for it, and a second pool it was not made for."""
+    from plada_core.io import pool
+    from plada_core.io.sources import open_source
+    from plada_core.payload import encode_payload
+
+    root = tmp_path_factory.mktemp("inspect")
+    ref = pool.build_reference([open_source(tiny_npz["pool"])], str(root / "pool"), shard_size=128, progress=False)
+    other = pool.build_reference([open_source(tiny_npz["train"])], str(root / "other"), shard_size=128, progress=False)
+    data = encode_payload([3, 4, 5, 90], [1, 1, 0, 2], n_reference=ref["n"], n_classes=3,
+                          fingerprint=ref["fingerprint"], codec="layout-rc", layout=pool.read_layout(str(root / "pool")))
+    (root / "payload.plada").write_bytes(data)
+    (root / "cut.plada").write_bytes(data[:-3])
+    return {"pool": str(root / "pool"), "other": str(root / "other"), "payload": str(root / "payload.plada"),
+            "cut": str(root / "cut.plada"), "bytes": len(data), "other_ref": other}
+
+
+def test_payload_inspect_reads_the_header_and_decodes_against_a_pool(payload_files, capsys):
+    assert main(["payload", "inspect", payload_files["payload"]]) == 0
+    header = json.loads(capsys.readouterr().out)
+    assert (header["codec"], header["k"], header["n_classes"]) == ("layout-rc", 4, 3)
+    assert header["payload_bytes"] == payload_files["bytes"] and "decoded" not in header
+    assert main(["payload", "inspect", payload_files["payload"], "--reference-url", payload_files["pool"]]) == 0
+    decoded = json.loads(capsys.readouterr().out)
+    assert decoded["decoded"] is True and decoded["classes_present"] == 3
+    assert decoded["images_per_class"] == {"min": 1, "max": 2}
+
+
+def test_payload_inspect_names_a_foreign_pool_and_a_truncated_file(payload_files, capsys):
+    assert main(["payload", "inspect", payload_files["payload"], "--reference-url", payload_files["other"]]) == 2
+    assert "different reference pool" in capsys.readouterr().err
+    assert main(["payload", "inspect", payload_files["cut"]]) == 2
+    assert "truncated" in capsys.readouterr().err
