@@ -299,16 +299,13 @@ def _cmd_train_student(args) -> dict:
 
 def _cmd_payload_inspect(args) -> dict:
     from plada_core.io import pool, storage
-    from plada_core.payload import decode_payload, needs_layout, read_header
+    from plada_core.payload import read_header
 
     data = storage.read_bytes(args.payload)
     header = read_header(data)
     result = {**header, "payload_bytes": len(data), "bits_per_image": round(8 * len(data) / max(header["k"], 1), 3)}
     if args.reference_url is not None:
-        ref = pool.read_reference(args.reference_url)
-        layout = pool.read_layout(args.reference_url) if needs_layout(data) else None
-        decoded = decode_payload(data, expected_fingerprint=ref["fingerprint"], expected_n_reference=ref["n"],
-                                 layout=layout)
+        decoded = pool.decode_for_pool(data, args.reference_url)
         per_class = [int(c) for c in np.bincount(decoded.labels, minlength=decoded.n_classes)]
         result.update(decoded=True, classes_present=sum(c > 0 for c in per_class),
                       images_per_class={"min": min(per_class), "max": max(per_class)})

@@ -11,7 +11,6 @@ from plada_core.config import StudentConfig, to_dict
 from plada_core.datasets import selected_tensors
 from plada_core.io import checkpoints, pool, storage
 from plada_core.io.sources import decode_image
-from plada_core.payload import decode_payload, needs_layout
 from plada_core.teacher import checkpoint_meta, fit_classifier
 from plada_core.training import accuracy
 from tasks.common import load_split, logger, setup_torch
@@ -29,11 +28,8 @@ def train_student(payload_url: str, reference_url: str, target_test: str, out_ur
         return storage.read_json(metrics_url)
     setup_torch()
     start = time.perf_counter()
-    ref = pool.read_reference(reference_url)
     data = storage.read_bytes(payload_url)
-    layout = pool.read_layout(reference_url) if needs_layout(data) else None
-    payload = decode_payload(data, expected_fingerprint=ref["fingerprint"], expected_n_reference=ref["n"],
-                             layout=layout)
+    payload = pool.decode_for_pool(data, reference_url)
     encoded, stats = pool.load_images(reference_url, payload.indices)
     x, y, missing = selected_tensors(encoded, payload.indices, payload.labels, decode_image, cfg.preprocess)
     if missing:

@@ -203,20 +203,20 @@ def _code(coder, sizes: np.ndarray, k: int, n_classes: int, n_reference: int,
     return out_indices, out_labels, spent
 
 
-def _encoder_inputs(indices: np.ndarray, sizes: np.ndarray) -> tuple[list[int], list[int]]:
+def _encoder_inputs(indices: np.ndarray, layout, n_reference: int) -> tuple[np.ndarray, list[int], list[int]]:
+    """The merged blocks, each kept image's offset in its block, and each block's kept count."""
+    sizes = merge_short_blocks(check_layout(layout, n_reference))
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
     blocks = np.searchsorted(starts, indices, side="right") - 1
-    return (indices - starts[blocks]).tolist(), np.bincount(blocks, minlength=sizes.size).tolist()
+    return sizes, (indices - starts[blocks]).tolist(), np.bincount(blocks, minlength=sizes.size).tolist()
 
 
 def encode_body(indices: np.ndarray, labels: np.ndarray, *, n_reference: int, n_classes: int, layout) -> bytes:
     """The body for sorted, validated ``indices`` and their ``labels`` on a pool with this ``layout``."""
-    sizes = check_layout(layout, n_reference)
-    digest = layout_digest(sizes)
+    digest = layout_digest(check_layout(layout, n_reference))
     if not indices.size:
         return digest
-    sizes = merge_short_blocks(sizes)
-    offsets, counts = _encoder_inputs(indices, sizes)
+    sizes, offsets, counts = _encoder_inputs(indices, layout, n_reference)
     coder = RangeEncoder()
     _code(coder, sizes, int(indices.size), n_classes, n_reference, offsets, labels.tolist(), counts)
     stream = coder.finish()
@@ -226,10 +226,7 @@ def encode_body(indices: np.ndarray, labels: np.ndarray, *, n_reference: int, n_
 def code_lengths(indices: np.ndarray, labels: np.ndarray, *, n_reference: int, n_classes: int,
                  layout) -> tuple[float, float]:
     """Bits the positions (block counts and gaps) and the labels cost (ideal code lengths, for analysis)."""
-    sizes = check_layout(layout, n_reference)
-    indices = np.asarray(indices, dtype=np.int64)
-    sizes = merge_short_blocks(sizes)
-    offsets, counts = _encoder_inputs(indices, sizes)
+    sizes, offsets, counts = _encoder_inputs(np.asarray(indices, dtype=np.int64), layout, n_reference)
     _, _, spent = _code(MeteredEncoder(), sizes, int(indices.size), n_classes, n_reference, offsets,
                         np.asarray(labels).tolist(), counts)
     return spent[0], spent[1]

@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 from webdataset.tariterators import base_plus_ext
 
 from plada_core.io import storage, tables
+from plada_core.payload import Payload, decode_payload, needs_layout
 
 __all__ = [
     "POOL_FORMAT",
@@ -245,6 +246,14 @@ def read_layout(reference_url: str, batch_size: int = 1 << 18) -> np.ndarray:
     if run:
         sizes.append(run)
     return np.asarray(sizes, dtype=np.int64)
+
+
+def decode_for_pool(data: bytes, reference_url: str) -> Payload:
+    """Decode untrusted payload ``data`` for the pool at ``reference_url``: its fingerprint and size must match,
+    and its layout is read only when the payload's codec codes against one."""
+    ref = read_reference(reference_url)
+    layout = read_layout(reference_url) if needs_layout(data) else None
+    return decode_payload(data, expected_fingerprint=ref["fingerprint"], expected_n_reference=ref["n"], layout=layout)
 
 
 def shards_holding(reference: dict, indices: Iterable[int]) -> list[str]:
