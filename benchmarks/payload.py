@@ -37,15 +37,15 @@ from pathlib import Path
 
 import numpy as np
 
-from plada_core.codecs import context_rc, context_rc2, layout_rc
-from plada_core.payload import CODECS, HEADER_SIZE, decode_payload, encode_payload
+from plada_core.codecs import CODECS, confusion_rc, context_rc, layout_rc
+from plada_core.payload import HEADER_SIZE, decode_payload, encode_payload
 from plada_core.simulator import entropy_bound, oracle_bits, prior_bound, simulate_selections
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = "paper-zstd19"
 SIM_KEEPS = {"sim_1": 0.01, "sim_0.5": 0.005, "sim_0.1": 0.001}
 _FINGERPRINT = "0" * 64  # the fingerprint does not change sizes; any valid one will do
-MODELS = {"context-rc": context_rc.Model, "context-rc2": context_rc2.Model}  # codecs whose bits can be split
+MODELS = {"context-rc": context_rc.Model, "context-rc2": confusion_rc.Model}  # codecs whose bits can be split
 
 
 def order0_bits(n: int, labels: np.ndarray) -> float:

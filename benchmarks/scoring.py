@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -38,12 +37,12 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
+from plada_core.classifier import checkpoint_meta  # noqa: E402
 from plada_core.images import PreprocessConfig, preprocess  # noqa: E402
-from plada_core.io import checkpoints, pool, storage  # noqa: E402
+from plada_core.io import checkpoints, pool  # noqa: E402
 from plada_core.io.sources import decode_image, open_source, resolve_data_dir  # noqa: E402
 from plada_core.models import create_model  # noqa: E402
 from plada_core.scoring import ScoringConfig, score_logits  # noqa: E402
-from plada_core.teacher import checkpoint_meta  # noqa: E402
 from plada_core.training import configure_torch  # noqa: E402
 
 PRE = PreprocessConfig(image_size=32, channels=3)
@@ -68,11 +67,11 @@ def _teacher(path: Path) -> str:
 def _pipeline_rate(ref_url: str, teacher_url: str, out_url: str) -> float:
     from tasks.score import score_shard
 
-    ref = pool.read_reference(ref_url)
+    shards = pool.list_shards(ref_url)
     start = time.perf_counter()
-    for shard in ref["shards"]:
-        score_shard.fn(storage.join(ref_url, shard["name"]), shard["n"], teacher_url, out_url, ScoringConfig())
-    return ref["n"] / (time.perf_counter() - start)
+    for shard in shards:
+        score_shard.fn(shard["url"], shard["n"], teacher_url, out_url, ScoringConfig())
+    return sum(s["n"] for s in shards) / (time.perf_counter() - start)
 
 
 @torch.no_grad()

@@ -1,7 +1,9 @@
 """``plada`` command line: build pools, publish, train students, run everything, run the demos.
 
 Every command runs the same Prefect flows a deployment runs; without ``PREFECT_API_URL`` Prefect starts a
-temporary local server by itself, so nothing has to be started by hand.
+temporary local server by itself, so nothing has to be started by hand. The options of the flow commands are
+generated from the request models in ``flows/params.py`` (``add_request_options``): a field's type, default,
+choices and help are its flag's, and a value the model refuses is an error naming the flag.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import argparse
 import json
 import os
 import sys
+import types
+import typing
+from dataclasses import is_dataclass
 
 import numpy as np
 
@@ -19,128 +24,150 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from plada_core.config import StudentConfig, TeacherConfig  # noqa: E402
-from plada_core.devices import check_device  # noqa: E402
-from plada_core.images import PreprocessConfig  # noqa: E402
-from plada_core.payload import AUTO, CODECS  # noqa: E402
-from plada_core.scoring import ScoringConfig  # noqa: E402
-from plada_core.selection import SELECTORS, SelectionConfig  # noqa: E402
-from plada_core.training import TrainConfig  # noqa: E402
+from pydantic import BaseModel, ValidationError  # noqa: E402
 
-__all__ = ["main"]
+from flows.client_cli import (  # noqa: E402
+    add_payload_export,
+    add_predict,
+    cmd_payload_export,
+    cmd_predict,
+    release_line,
+)
+from flows.params import PublishRequest, ReferenceRequest, RunRequest, StudentRequest  # noqa: E402
+from plada_core.pairs import DEMO_PAIRS  # noqa: E402
 
-PAIRS = {
-    # Target sklearn digits (8x8 optdigits); pool of MNIST digits among animal silhouettes (and clothes).
-    "default": {
-        "target_train": "sklearn-digits:train",
-        "target_test": "sklearn-digits:test",
-        "references": ["mnist5k", "animal-mnist"],
-        "optional_references": ["fashion-mnist"],
-        "preprocess": PreprocessConfig(image_size=8, channels=1, crop="content"),
-        "teacher_model": "plada_cnn",
-        "student_model": "plada_cnn",
-        "teacher_epochs": 30,
-        "student_epochs": 30,
-        "keep": 0.1,
-    },
-    # CIFAR-10 target, Tiny-ImageNet pool at 32 px: the paper's ImageNet setting in miniature.
-    "natural": {
-        "target_train": "cifar10:train",
-        "target_test": "cifar10:test",
-        "references": ["tiny-imagenet"],
-        "optional_references": [],
-        "preprocess": PreprocessConfig(image_size=32, channels=3, crop="none"),
-        "teacher_model": "plada_effnet_lite0",
-        "student_model": "plada_effnet_lite0",
-        "teacher_epochs": 30,
-        "student_epochs": 30,
-        "keep": 0.1,
-    },
-}
+__all__ = ["add_request_options", "main", "parse_keep", "request_from_args"]
 
 
 def parse_keep(text: str) -> float | int:
-    """'0.1' → fraction 0.1; '500' → absolute count 500; '1.0' → everything."""
+    """'0.1' → fraction 0.1; '500' → absolute count 500; '1.0' → everything. The type of ``float | int`` flags."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--keep must be a fraction in (0, 1] or a count >= 1, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1] or a count >= 1, got {text!r}") from None
     if value > 1 or ("." not in text and value == 1):
         if value != int(value):
-            raise argparse.ArgumentTypeError(f"--keep above 1 must be a whole count, got {text!r}")
+            raise argparse.ArgumentTypeError(f"above 1 it is a count and must be whole, got {text!r}")
         return int(value)
     return value
 
 
-def _add_model_args(p: argparse.ArgumentParser, prefix: str, model: str, epochs: int) -> None:
-    p.add_argument(f"--{prefix}-model", default=model, help=f"timm model name (default {model})")
-    p.add_argument(f"--{prefix}-epochs", type=int, default=epochs)
-    p.add_argument(f"--{prefix}-lr", type=float, default=3e-3)
-    p.add_argument(f"--{prefix}-batch-size", type=int, default=64)
+# --- options generated from a request model -------------------------------------------------------------------
 
 
-def _add_preprocess_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--image-size", type=int, default=16, help="side of the square model input (default 16)")
-    p.add_argument("--channels", type=int, choices=(1, 3), default=1, help="1 = grayscale, 3 = RGB")
-    p.add_argument(
-        "--crop",
-        choices=("none", "content"),
-        default="none",
-        help="'content' crops to the object's bounding box first (dark-background data)",
-    )
+def _fields(model: type) -> dict:
+    """Name → FieldInfo of a request model or a (pydantic) config dataclass."""
+    return model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else model.__pydantic_fields__
 
 
-def parse_device(text: str) -> str:
-    """'auto', 'cpu', 'cuda', 'cuda:1', … (checked here, so a typo fails before any work starts)."""
+def _is_group(annotation) -> bool:
+    return isinstance(annotation, type) and (issubclass(annotation, BaseModel) or is_dataclass(annotation))
+
+
+def _choices(info) -> list | None:
+    annotation = _optional_inner(info.annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    extra = info.json_schema_extra
+    if callable(extra):
+        extra = {}
+        info.json_schema_extra(extra)
+    return (extra or {}).get("enum")
+
+
+def _optional_inner(annotation):
+    """``X | None`` → ``X``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _value_type(annotation):
+    annotation = _optional_inner(annotation)
+    if typing.get_origin(annotation) is typing.Literal:
+        return type(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        if set(typing.get_args(annotation)) == {int, float}:
+            return parse_keep  # a fraction or a count
+        raise TypeError(f"no flag type for {annotation!r}: give the field a plain type")
+    if annotation in (int, float, str):
+        return annotation
+    raise TypeError(f"no flag type for {annotation!r}: give the field a plain type")
+
+
+def add_request_options(parser: argparse.ArgumentParser, model: type, only: set[str] | None = None) -> dict:
+    """Add one option per field of ``model`` (one per leaf of nested models and configs), named after the field
+    (``teacher_epochs`` → ``--teacher-epochs``; a list field repeats, named in the singular: ``--reference``; a
+    bool that defaults to on is turned off with ``--no-<name>``). Unset options stay out of the namespace, so
+    the model supplies its defaults. Returns field path → flag, for naming the flag in an error."""
+    flags: dict[tuple[str, ...], str] = {}
+
+    def walk(model: type, path: tuple[str, ...]) -> None:
+        for name, info in _fields(model).items():
+            if _is_group(info.annotation):
+                walk(info.annotation, (*path, name))
+                continue
+            if only is not None and name not in only:
+                continue
+            dest, default = ".".join((*path, name)), info.get_default(call_default_factory=True)
+            annotation = _optional_inner(info.annotation)
+            if annotation is bool:
+                default = "on" if default else "off"
+            shown = "" if info.is_required() else f" (default: {default})"
+            kwargs = dict(dest=dest, default=argparse.SUPPRESS, help=(info.description or "") + shown)
+            flag = "--" + name.replace("_", "-")
+            if annotation is bool:
+                flag = f"--no-{flag[2:]}" if default == "on" else flag
+                kwargs["action"] = "store_false" if default == "on" else "store_true"
+            elif typing.get_origin(annotation) is list:
+                flag = flag.removesuffix("s")
+                kwargs.update(action="append", type=typing.get_args(annotation)[0], required=info.is_required(),
+                              metavar=name.removesuffix("s").upper())
+            else:
+                kwargs.update(type=_value_type(annotation), choices=_choices(info), required=info.is_required(),
+                              metavar=None if _choices(info) else name.upper())
+            parser.add_argument(flag, **kwargs)
+            flags[(*path, name)] = flag
+
+    walk(model, ())
+    parser.set_defaults(_request_model=model, _request_flags=flags)
+    return flags
+
+
+def _nested(values: dict) -> dict:
+    """{'preprocess.image_size': 8} → {'preprocess': {'image_size': 8}}."""
+    out: dict = {}
+    for dotted, value in values.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def request_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser, **base) -> BaseModel:
+    """The command's request model from its parsed options (over ``base``); a refused value ends the command
+    with ``plada <cmd>: error: argument --flag: …``, like any other bad option."""
+    dests = {".".join(path) for path in args._request_flags}
+    given = {k: v for k, v in vars(args).items() if k in dests}
+    values = _nested(given)
+    for key, value in base.items():  # nested groups merge: a flag changes one leaf of the base's group
+        if isinstance(values.get(key), dict) and is_dataclass(value):
+            values[key] = {**{k: getattr(value, k) for k in _fields(type(value))}, **values[key]}
+        values.setdefault(key, value)
     try:
-        check_device(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+        return args._request_model(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        flag = args._request_flags.get(tuple(str(p) for p in err["loc"]))
+        where = f"argument {flag}: " if flag else (f"{'.'.join(map(str, err['loc']))}: " if err["loc"] else "")
+        message = str(err["ctx"]["error"]) if err["type"] == "value_error" else f"{err['msg']}, got {err['input']!r}"
+        parser.error(where + message)
 
-
-def _add_device_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--device",
-        type=parse_device,
-        default="auto",
-        help="where models train and score: auto (a GPU when this machine has one), cpu, cuda, cuda:1, …",
-    )
-
-
-def _add_runner_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runner", choices=("threads", "dask"), default="threads", help="where shard scoring runs")
-    p.add_argument("--workers", type=int, default=2, help="scoring threads or local Dask worker processes")
-    p.add_argument("--dask-address", default=None, help="tcp://host:8786 of an existing Dask cluster")
-
-
-def _runner(args):
-    from flows.runners import RunnerSpec
-
-    # Scoring tasks run side by side: give each its share of the cores (Dask workers inherit the env).
-    os.environ.setdefault("PLADA_SCORING_THREADS", str(max(1, (os.cpu_count() or 1) // args.workers)))
-    return RunnerSpec(kind=args.runner, workers=args.workers, address=args.dask_address)
-
-
-def _add_selection_args(p: argparse.ArgumentParser, keep: float = 0.1) -> None:
-    p.add_argument("--keep", type=parse_keep, default=keep, help="fraction (0.05) or count (500) of the pool")
-    p.add_argument(
-        "--selector",
-        default="energy",
-        help=" | ".join(SELECTORS),
-    )
-    p.add_argument("--no-safety-net", dest="safety_net", action="store_false", help="turn the per-class quota off")
-    p.add_argument("--alpha", type=float, default=0.5, help="Safety-Net exponent: K_c ∝ N_c^alpha")
-    p.add_argument("--temperature", type=float, default=1.0, help="energy temperature T")
-    p.add_argument("--max-drop-rate", type=float, default=0.01, help="fail above this fraction of unscorable images")
-    p.add_argument("--codec", default="paper-zstd19", choices=[*CODECS, AUTO],
-                   help="payload body codec; auto: the smallest payload of all")
-    p.add_argument(
-        "--max-payload-bytes",
-        type=int,
-        default=None,
-        help="budget mode: keep the largest selection whose payload fits (replaces --keep)",
-    )
+# --- the parser ---------------------------------------------------------------------------------------------
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -149,49 +176,17 @@ def _build_parser() -> argparse.ArgumentParser:
 
     ref = sub.add_parser("reference", help="reference pool commands").add_subparsers(dest="ref_command", required=True)
     build = ref.add_parser("build", help="turn image sources into webdataset shards + index.parquet + reference.json")
-    build.add_argument(
-        "--source", action="append", required=True, help="source spec (repeatable), e.g. mnist5k, npz:PATH"
-    )
-    build.add_argument("--out", required=True, help="output URL (path, file://, s3://)")
-    build.add_argument("--shard-size", type=int, default=4096)
+    add_request_options(build, ReferenceRequest)
 
     run = sub.add_parser("run", help="build pool, publish, train student and random baseline, write report")
-    run.add_argument("--reference", action="append", required=True, help="reference source spec (repeatable)")
-    run.add_argument("--target-train", required=True)
-    run.add_argument("--target-test", required=True)
-    run.add_argument("--out", required=True)
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--shard-size", type=int, default=4096)
-    run.add_argument("--teacher-checkpoint", default=None, help="load this checkpoint instead of training")
-    _add_selection_args(run)
-    _add_runner_args(run)
-    _add_preprocess_args(run)
-    _add_model_args(run, "teacher", "plada_cnn", 30)
-    _add_model_args(run, "student", "plada_cnn", 30)
-    _add_device_arg(run)
+    add_request_options(run, RunRequest)
 
     pub = sub.add_parser("publish", help="teacher → scores → selection → manifest + payload for an existing pool")
-    pub.add_argument("--reference-url", required=True, help="URL of a pool made by `plada reference build`")
-    pub.add_argument("--target-train", required=True)
-    pub.add_argument("--target-test", required=True)
-    pub.add_argument("--out", required=True)
-    pub.add_argument("--seed", type=int, default=0)
-    pub.add_argument("--teacher-checkpoint", default=None)
-    _add_selection_args(pub)
-    _add_runner_args(pub)
-    _add_preprocess_args(pub)
-    _add_model_args(pub, "teacher", "plada_cnn", 30)
-    _add_device_arg(pub)
+    add_request_options(pub, PublishRequest)
 
-    stu = sub.add_parser("train-student", help="client side: payload + local pool + target test split → metrics")
-    stu.add_argument("--payload", required=True, help="payload.plada URL")
-    stu.add_argument("--reference-url", required=True, help="the local reference pool")
-    stu.add_argument("--target-test", required=True)
-    stu.add_argument("--out", required=True)
-    stu.add_argument("--seed", type=int, default=0)
-    _add_preprocess_args(stu)
-    _add_model_args(stu, "student", "plada_cnn", 30)
-    _add_device_arg(stu)
+    stu = sub.add_parser("train-student", help="client side: payload (or a task release) + local pool → student")
+    add_request_options(stu, StudentRequest)
+    stu.add_argument("--target-test", dest="eval", default=argparse.SUPPRESS, help="deprecated alias of --eval")
 
     payload = sub.add_parser("payload", help="payload commands").add_subparsers(dest="payload_command", required=True)
     inspect = payload.add_parser(
@@ -201,100 +196,54 @@ def _build_parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "--reference-url", default=None, help="decode against this local pool (fingerprint, size and layout checked)"
     )
+    add_payload_export(payload)
+    add_predict(sub)
 
     demo = sub.add_parser("demo", help="run everything on a built-in real-data pair")
-    demo.add_argument("--pair", choices=sorted(PAIRS), default="default")
-    demo.add_argument("--out", required=True)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--keep", type=parse_keep, default=None)
+    demo.add_argument("--pair", choices=sorted(DEMO_PAIRS), default="default")
+    add_request_options(demo, RunRequest, only={"out", "seed", "keep"})
 
     bench = sub.add_parser("bench", help="selection benchmark: selectors × keeps × seeds (benchmarks/selection.py)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="e.g. --quick, or --pairs A --keeps 0.01 0.1")
     return parser
 
 
-def _train_cfg(args, prefix: str) -> TrainConfig:
-    get = lambda name: getattr(args, f"{prefix}_{name}")  # noqa: E731
-    return TrainConfig(
-        model=get("model"),
-        epochs=get("epochs"),
-        lr=get("lr"),
-        batch_size=get("batch_size"),
-        seed=args.seed,
-        device=args.device,
-    )
+def _scoring_threads(workers: int) -> None:
+    # Scoring tasks run side by side: give each its share of the cores (Dask workers inherit the env).
+    os.environ.setdefault("PLADA_SCORING_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
 
 
-def _preprocess_cfg(args) -> PreprocessConfig:
-    return PreprocessConfig(image_size=args.image_size, channels=args.channels, crop=args.crop)
+# --- the commands: each takes its validated request (or the parsed arguments) ---------------------------------
 
 
-def _selection_cfg(args) -> SelectionConfig:
-    return SelectionConfig(
-        selector=args.selector, keep=args.keep, safety_net=args.safety_net, alpha=args.alpha, seed=args.seed
-    )
-
-
-def _teacher_cfg(args) -> TeacherConfig:
-    return TeacherConfig(
-        train=_train_cfg(args, "teacher"), preprocess=_preprocess_cfg(args), checkpoint=args.teacher_checkpoint
-    )
-
-
-def _scoring_cfg(args) -> ScoringConfig:
-    return ScoringConfig(temperature=args.temperature, max_drop_rate=args.max_drop_rate, device=args.device)
-
-
-def _cmd_reference_build(args) -> dict:
+def _cmd_reference_build(request: ReferenceRequest) -> dict:
     from plada_core.io import pool
     from plada_core.io.sources import open_source
 
-    return pool.build_reference([open_source(s) for s in args.source], args.out, shard_size=args.shard_size)
+    return pool.build_reference([open_source(s) for s in request.sources], request.out, shard_size=request.shard_size)
 
 
-def _cmd_run(args) -> dict:
+def _cmd_run(request: RunRequest) -> dict:
     from flows.run import plada_run
 
-    student = StudentConfig(train=_train_cfg(args, "student"), preprocess=_preprocess_cfg(args))
-    return plada_run(
-        args.reference,
-        args.target_train,
-        args.target_test,
-        args.out,
-        _teacher_cfg(args),
-        _scoring_cfg(args),
-        _selection_cfg(args),
-        student,
-        args.shard_size,
-        _runner(args),
-        args.codec,
-        args.max_payload_bytes,
-    )
+    _scoring_threads(request.workers)
+    return plada_run(request)
 
 
-def _cmd_publish(args) -> dict:
-    from flows.publish import publish
-    from flows.runners import make_task_runner
+def _cmd_publish(request: PublishRequest) -> dict:
+    from flows.publish import run_publish
 
-    out = publish.with_options(task_runner=make_task_runner(_runner(args)))(
-        args.reference_url,
-        args.target_train,
-        args.target_test,
-        args.out,
-        _teacher_cfg(args),
-        _scoring_cfg(args),
-        _selection_cfg(args),
-        args.codec,
-        args.max_payload_bytes,
-    )
+    _scoring_threads(request.workers)
+    out = run_publish(request)
     return {k: v for k, v in out.items() if k != "score_urls"}
 
 
-def _cmd_train_student(args) -> dict:
-    from flows.train_student import train_student
+def _cmd_train_student(request: StudentRequest) -> dict:
+    from flows.client import student_run
 
-    student = StudentConfig(train=_train_cfg(args, "student"), preprocess=_preprocess_cfg(args))
-    return train_student(args.payload, args.reference_url, args.target_test, args.out, student)
+    result = student_run(request)
+    release_line(result)
+    return result
 
 
 def _cmd_payload_inspect(args) -> dict:
@@ -302,7 +251,8 @@ def _cmd_payload_inspect(args) -> dict:
     from plada_core.payload import read_header
 
     data = storage.read_bytes(args.payload)
-    header = read_header(data)
+    named = ("class_names", "task", "version")  # shown when the payload carries them (format 2)
+    header = {k: v for k, v in read_header(data).items() if v is not None or k not in named}
     result = {**header, "payload_bytes": len(data), "bits_per_image": round(8 * len(data) / max(header["k"], 1), 3)}
     if args.reference_url is not None:
         decoded = pool.decode_for_pool(data, args.reference_url)
@@ -323,59 +273,64 @@ def _available(spec: str) -> bool:
         return False
 
 
-def _cmd_demo(args) -> dict:
-    from flows.run import plada_run
-
-    pair = PAIRS[args.pair]
-    references = pair["references"] + [s for s in pair["optional_references"] if _available(s)]
-    preprocess = pair["preprocess"]
-    teacher = TeacherConfig(
-        train=TrainConfig(model=pair["teacher_model"], epochs=pair["teacher_epochs"], seed=args.seed),
-        preprocess=preprocess,
-    )
-    student = StudentConfig(
-        train=TrainConfig(model=pair["student_model"], epochs=pair["student_epochs"], seed=args.seed),
-        preprocess=preprocess,
-    )
-    selection = SelectionConfig(keep=args.keep if args.keep is not None else pair["keep"], seed=args.seed)
-    os.environ.setdefault("PLADA_SCORING_THREADS", str(max(1, (os.cpu_count() or 1) // 2)))
-    return plada_run(
-        references, pair["target_train"], pair["target_test"], args.out, teacher, ScoringConfig(), selection, student
-    )
+def demo_base(pair: str) -> dict:
+    """The ``RunRequest`` fields of a demo pair (``plada_core.pairs.DEMO_PAIRS``), optional sources that are
+    not installed left out."""
+    spec = dict(DEMO_PAIRS[pair])
+    spec["references"] = spec["references"] + [s for s in spec.pop("optional_references") if _available(s)]
+    return spec
 
 
 def _cmd_bench(args) -> dict:
-    import importlib.util
-    from pathlib import Path
+    from benchmarks.selection import main as bench_main
 
-    # benchmarks/ is a folder of scripts, not a package: load the harness from its file.
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "selection.py"
-    spec = importlib.util.spec_from_file_location("plada_bench_selection", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return {"exit_code": module.main(args.bench_args)}
+    return {"exit_code": bench_main(args.bench_args)}
 
 
-COMMANDS = {
+REQUEST_COMMANDS = {
+    "reference": _cmd_reference_build,
     "run": _cmd_run,
     "publish": _cmd_publish,
     "train-student": _cmd_train_student,
-    "demo": _cmd_demo,
+    "demo": _cmd_run,
+}
+ARGS_COMMANDS = {
+    "payload": lambda args: (cmd_payload_export if args.payload_command == "export" else _cmd_payload_inspect)(args),
+    "predict": cmd_predict,
     "bench": _cmd_bench,
 }
 
 
+def parse(argv: list[str] | None = None) -> tuple[str, object]:
+    """The command and its input: the validated request model, or the parsed arguments for commands without
+    one. A bad option or value exits with status 2 and ``plada <cmd>: error: …``."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if args.command not in REQUEST_COMMANDS:
+        return args.command, args
+    command_parser = _subparser(parser, args)
+    base = demo_base(args.pair) if args.command == "demo" else {}
+    return args.command, request_from_args(args, command_parser, **base)
+
+
+def _subparser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    names = [args.command] + ([args.ref_command] if args.command == "reference" else [])
+    for name in names:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[name]
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
-    nested = {"reference": _cmd_reference_build, "payload": _cmd_payload_inspect}
-    command = nested.get(args.command) or COMMANDS[args.command]
+    command, request = parse(argv)
+    run = REQUEST_COMMANDS.get(command) or ARGS_COMMANDS[command]
     try:
-        result = command(args)
+        result = run(request)
     except (ValueError, OSError, RuntimeError, ImportError) as exc:
-        print(f"plada {args.command}: error: {exc}", file=sys.stderr)
+        print(f"plada {command}: error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(_headline(result), indent=2, default=str))
+    if result is not None:  # None: the command printed its own output
+        print(json.dumps(_headline(result), indent=2, default=str))
     return 0
 
 

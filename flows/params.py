@@ -1,79 +1,152 @@
-"""Typed, bounded, documented flow parameters: what the Prefect UI renders as a form.
+"""Request models: one per entry point, the typed, bounded, documented parameters of every flow.
 
-Deployments take these pydantic models; Prefect validates them against the model's JSON schema when a
-run is created, so a bad value is refused before any work starts, with the field named. Each model turns
-into the frozen ``plada_core`` configs with ``to_*`` methods.
+Each stage's knobs are declared once, with default, bounds and help, on the frozen ``plada_core`` config
+that uses them (``TrainConfig``, ``PreprocessConfig``, ``ScoringConfig``, ``SelectionConfig``). The field
+groups below are *generated* from those configs (``teacher_epochs`` is ``TrainConfig.epochs``, with its
+annotation and default), and the request models compose the groups with the fields that belong to one entry
+point. Everything else is derived from the requests: the Prefect UI forms (their JSON schema; Prefect refuses
+a bad value when a run is created, naming the field), the ``plada`` flags (``flows/cli.py``), and the stage
+configs handed to tasks (the ``*_config`` methods). Knobs that fan out to several stages are one request
+field each: ``seed`` (teacher training and selection), ``device`` (training and scoring), ``preprocess``
+(teacher and student).
+
+| model | entry points |
+|---|---|
+| ``ReferenceRequest`` | ``plada reference build`` |
+| ``PublishRequest`` | flow ``publish``, ``plada publish`` |
+| ``ReleaseRequest`` | flow ``publish-task`` (deployment ``publish-task/publish``) |
+| ``RunRequest`` | flow ``plada-run``, ``plada run``, ``plada demo`` |
+| ``StudentRequest`` | flow ``train-student`` (``flows/client.py``), ``plada train-student`` |
+| ``StudentRecipe`` | the ``student`` of flow ``train-student-release`` (deployment ``train-student``) |
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import dataclasses
+import typing
+from dataclasses import fields as dataclass_fields
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from flows.runners import TaskRunnerOptions
 from plada_core.config import StudentConfig, TeacherConfig
-from plada_core.devices import check_device
 from plada_core.images import PreprocessConfig
-from plada_core.payload import HEADER_SIZE
+from plada_core.payload import AUTO, CODECS, HEADER_SIZE
+from plada_core.proxy import AutoConfig
 from plada_core.scoring import ScoringConfig
-from plada_core.selection import SelectionConfig
+from plada_core.selection import AUTO_SELECTOR, SelectionConfig
 from plada_core.training import TrainConfig
 
-__all__ = ["PreprocessParams", "PublishRequest", "StudentRequest"]
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-
-
-def _checked_device(device: str) -> str:
-    check_device(device)  # only the spelling: "auto" is decided by the worker that runs the flow
-    return device
-
-
-Device = Annotated[
-    str,
-    AfterValidator(_checked_device),
-    Field(min_length=1, description="Where models train and score: auto (a GPU when the worker has one), cpu, cuda:1, …"),
+__all__ = [
+    "PublishRequest",
+    "ReferenceRequest",
+    "ReleaseRequest",
+    "RunRequest",
+    "StudentRecipe",
+    "StudentRequest",
+    "config_fields",
 ]
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+FANNED_OUT = ("seed", "device")  # one request field each, handed to every stage config that has it
+Codec = Literal[(*CODECS, AUTO)]  # the codec registry, read at import: a new codec is a new choice
 
-class PreprocessParams(BaseModel):
+
+class _Request(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    image_size: int = Field(16, ge=4, le=1024, description="Side of the square model input, in pixels.")
-    channels: Literal[1, 3] = Field(1, description="1 = grayscale, 3 = RGB.")
-    crop: Literal["none", "content"] = Field(
-        "none", description="'content' crops to the object's bounding box first (objects on dark backgrounds)."
-    )
+    def _values(self, config: type, prefix: str = "") -> dict[str, Any]:
+        """This request's value of each field of ``config`` that it carries as ``prefix + name``."""
+        mine = type(self).model_fields
+        return {f.name: getattr(self, prefix + f.name) for f in dataclass_fields(config)
+                if f.name not in FANNED_OUT and prefix + f.name in mine}  # fmt: skip
 
-    def to_config(self) -> PreprocessConfig:
-        return PreprocessConfig(image_size=self.image_size, channels=self.channels, crop=self.crop)
+    def _shared_with(self, model: type[BaseModel]) -> dict[str, Any]:
+        """The values of the fields this request has in common with ``model``."""
+        return {name: getattr(self, name) for name in model.model_fields if name in type(self).model_fields}
 
 
-class PublishRequest(BaseModel):
-    """Publish one task release: teacher → scores → selection → manifest + payload under
-    ``<root_url>/tasks/<task>/<version>/``; ``latest`` moves only when everything is written."""
+def config_fields(config: type, *, prefix: str = "", exclude: tuple[str, ...] = ()) -> dict[str, tuple]:
+    """Pydantic field definitions for the fields of ``config`` (a core config dataclass): the same annotation
+    (type, bounds, help) and default, named ``prefix + name``."""
+    hints = typing.get_type_hints(config, include_extras=True)
+    defaults = config.__pydantic_fields__
+    return {prefix + f.name: (hints[f.name], Field(defaults[f.name].get_default(call_default_factory=False)))
+            for f in dataclass_fields(config) if f.name not in exclude}  # fmt: skip
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    task: str = Field(..., pattern=NAME_PATTERN, description="Task name: a path segment of the release URL.")
-    version: str | None = Field(
-        None,
-        pattern=NAME_PATTERN,
-        description="Release version. Empty: the run's scheduled date (YYYY-MM-DD), so re-running a night is idempotent.",
-    )
-    root_url: str = Field(..., min_length=1, description="Where releases live (path, file:// or s3:// URL).")
-    reference_url: str = Field(..., min_length=1, description="The reference pool (made by `plada reference build`).")
-    target_train: str = Field(..., min_length=1, description="Source spec of the labelled target train split.")
-    target_test: str = Field(..., min_length=1, description="Source spec of the target test split.")
-    keep: float = Field(0.1, gt=0, description="Fraction of the pool in (0, 1], or a whole count > 1.")
-    selector: Literal[
-        "energy", "opposite_energy", "entropy", "random", "knn", "knn_agree", "knn_cover", "knn_sample", "auto_energy"
-    ] = Field("energy", description="Selection rule (energy: the paper; knn_sample: never below random in benchmarks).")
-    safety_net: bool = Field(True, description="Per-class quota K_c ∝ N_c^alpha over predicted classes.")
-    alpha: float = Field(0.5, ge=-4, le=4, description="Safety-Net exponent.")
-    temperature: float = Field(1.0, gt=0, le=100, description="Energy temperature T.")
-    max_drop_rate: float = Field(0.01, ge=0, le=1, description="Fail above this fraction of unscorable pool images.")
-    codec: Literal["paper-zstd19", "context-rc", "context-rc2", "layout-rc", "auto"] = Field(
+def _borrowed(config: type, name: str, **overrides) -> tuple:
+    """One field of ``config`` with its annotation and default, its help replaced by ``overrides``."""
+    annotation, field = config_fields(config)[name]
+    return annotation, Field(field.default, **overrides)
+
+
+def _group(
+    name: str, config: type, prefix: str = "", exclude: tuple[str, ...] = (), doc: str = "", defaults: dict | None = None
+) -> type:
+    """A request group of ``config``'s fields; ``defaults`` replaces the defaults of some (the entry point's)."""
+    fields = config_fields(config, prefix=prefix, exclude=FANNED_OUT + exclude)
+    fields.update({k: (fields[k][0], Field(v)) for k, v in (defaults or {}).items()})
+    return create_model(name, __base__=_Request, __doc__=doc, __module__=__name__, **fields)
+
+
+TeacherTraining = _group("TeacherTraining", TrainConfig, "teacher_", doc="The teacher's ``TrainConfig``.")
+StudentTraining = _group("StudentTraining", TrainConfig, "student_", doc="The student's ``TrainConfig``.")
+TeacherSource = _group("TeacherSource", TeacherConfig, "teacher_", exclude=("train", "preprocess"))
+# The scoring batch and the prefetch thread are the worker's throughput, not the task's: left at their defaults.
+Scoring = _group("Scoring", ScoringConfig, exclude=("batch_size", "prefetch"), doc="``ScoringConfig``.")
+# A publisher measures its selection by default (``SelectionConfig`` keeps "energy": ``select`` cannot run "auto").
+Selection = _group("Selection", SelectionConfig, doc="``SelectionConfig``.", defaults={"selector": AUTO_SELECTOR})
+AutoSelection = _group("AutoSelection", AutoConfig, doc="``AutoConfig``: validation split, proxies, leakage.")
+Shared = create_model(
+    "Shared",
+    __base__=_Request,
+    __doc__="The knobs that fan out to several stages.",
+    __module__=__name__,
+    seed=_borrowed(SelectionConfig, "seed", description="Seed of every stage: training and selection."),
+    device=_borrowed(TrainConfig, "device"),
+    preprocess=(
+        PreprocessConfig,
+        Field(default_factory=PreprocessConfig, description="Model input of the teacher and the student."),
+    ),
+)
+
+
+def _required(description: str, **constraints) -> Any:
+    return Field(..., min_length=1, description=description, **constraints)
+
+
+class _TargetTest(_Request):
+    target_test: str = _required("Source spec of the target test split (e.g. sklearn-digits:test).")
+
+
+class _Targets(_TargetTest):
+    target_train: str = _required("Source spec of the labelled target train split (e.g. sklearn-digits:train).")
+
+
+class _Pool(_Request):
+    reference_url: str = _required("The reference pool: a URL made by `plada reference build`.")
+
+
+class _Out(_Request):
+    out: str = _required("Output URL (path, file:// or s3://).")
+
+
+class _ShardSize(_Request):
+    shard_size: int = Field(4096, ge=1, le=1_000_000, description="Images per webdataset shard of a new pool.")
+
+
+class ReferenceRequest(_Out, _ShardSize):
+    """Build a reference pool: webdataset shards + index.parquet + reference.json."""
+
+    sources: list[str] = Field(..., min_length=1, description="Image source specs, e.g. mnist5k, npz:PATH.")
+
+
+class PublishSettings(Shared, TeacherTraining, TeacherSource, Scoring, Selection, AutoSelection, TaskRunnerOptions):
+    """How a task is published, wherever its data lives."""
+
+    codec: Codec = Field(
         "paper-zstd19",
         description="Payload codec (paper-zstd19: the paper's; layout-rc: smallest on pools stored class by class; "
         "auto: the smallest payload of all).",
@@ -81,50 +154,107 @@ class PublishRequest(BaseModel):
     max_payload_bytes: int | None = Field(
         None, ge=HEADER_SIZE, description="Budget mode: keep the largest selection whose payload fits (replaces keep)."
     )
-    seed: int = Field(0, ge=0, description="Seed of teacher training and selection.")
-    teacher_model: str = Field("plada_cnn", min_length=1, description="timm model name of the teacher.")
-    teacher_epochs: int = Field(30, ge=1, le=1000, description="Teacher training epochs.")
-    device: Device = "auto"
-    preprocess: PreprocessParams = Field(default_factory=PreprocessParams)
 
-    @field_validator("keep")
+    @field_validator("keep", mode="before")
     @classmethod
-    def _whole_count_above_one(cls, keep: float) -> float | int:
-        if keep > 1:
-            if keep != int(keep):
-                raise ValueError(f"keep above 1 is a count of images and must be whole, got {keep}")
+    def _whole_count_above_one(cls, keep: Any) -> Any:
+        """A form or a flag may spell a count as 500.0."""
+        if isinstance(keep, float) and keep > 1 and keep == int(keep):
             return int(keep)
         return keep
 
     def teacher_config(self) -> TeacherConfig:
-        train = TrainConfig(model=self.teacher_model, epochs=self.teacher_epochs, seed=self.seed, device=self.device)
-        return TeacherConfig(train=train, preprocess=self.preprocess.to_config())
+        train = TrainConfig(**self._values(TrainConfig, "teacher_"), seed=self.seed, device=self.device)
+        return TeacherConfig(train=train, preprocess=self.preprocess, **self._values(TeacherConfig, "teacher_"))
 
     def scoring_config(self) -> ScoringConfig:
-        return ScoringConfig(temperature=self.temperature, max_drop_rate=self.max_drop_rate, device=self.device)
+        return ScoringConfig(**self._values(ScoringConfig), device=self.device)
 
     def selection_config(self) -> SelectionConfig:
-        return SelectionConfig(
-            selector=self.selector, keep=self.keep, safety_net=self.safety_net, alpha=self.alpha, seed=self.seed
-        )
+        return SelectionConfig(**self._values(SelectionConfig), seed=self.seed)
+
+    def auto_config(self) -> AutoConfig:
+        return AutoConfig(**self._values(AutoConfig))
+
+    def proxy_config(self) -> TrainConfig:
+        """The proxy students' recipe: the teacher's, with ``proxy_model`` when given (epochs: ``proxy_epochs``)."""
+        train = self.teacher_config().train
+        return train if self.proxy_model is None else dataclasses.replace(train, model=self.proxy_model)
 
 
-class StudentRequest(BaseModel):
+class PublishRequest(PublishSettings, _Pool, _Targets, _Out):
+    """Publish a task from an existing pool: teacher → scores → selection → manifest + payload under ``out``."""
+
+
+class ReleaseRequest(PublishSettings, _Pool, _Targets):
+    """Publish one task release: teacher → scores → selection → manifest + payload under
+    ``<root_url>/tasks/<task>/<version>/``; ``latest`` moves only when everything is written."""
+
+    task: str = Field(..., pattern=NAME_PATTERN, description="Task name: a path segment of the release URL.")
+    version: str | None = Field(
+        None,
+        pattern=NAME_PATTERN,
+        description="Release version. Empty: the run's scheduled date (YYYY-MM-DD), so re-running a night is "
+        "idempotent.",
+    )
+    root_url: str = _required("Where releases live (path, file:// or s3:// URL).")
+
+    def publish_request(self, out: str) -> PublishRequest:
+        return PublishRequest(**self._shared_with(PublishRequest), out=out)
+
+
+class StudentRecipe(Shared, StudentTraining):
     """The client's student recipe."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    num_workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="DataLoader worker processes that read and decode the student's images (0: in the training "
+        "process; a GPU client keeps the device fed with 2-8).",
+    )
 
-    model: str = Field("plada_cnn", min_length=1, description="timm model name of the student.")
-    epochs: int = Field(30, ge=1, le=1000, description="Student training epochs.")
-    lr: float = Field(3e-3, gt=0, le=1, description="Peak learning rate (one-cycle).")
-    batch_size: int = Field(64, ge=1, le=4096, description="Batch size.")
-    seed: int = Field(0, ge=0, description="Seed of student training.")
-    device: Device = "auto"
-    preprocess: PreprocessParams = Field(default_factory=PreprocessParams)
+    def student_config(self) -> StudentConfig:
+        train = TrainConfig(**self._values(TrainConfig, "student_"), seed=self.seed, device=self.device)
+        return StudentConfig(train=train, preprocess=self.preprocess)
 
-    def to_config(self) -> StudentConfig:
-        train = TrainConfig(
-            model=self.model, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed,
-            device=self.device,
-        )
-        return StudentConfig(train=train, preprocess=self.preprocess.to_config())
+
+class StudentRequest(StudentRecipe, _Pool, _Out):
+    """Client side: decode ``payload`` (or the current version of ``release``) against the local pool, train the
+    student from them alone; evaluate it when ``eval`` names a test split."""
+
+    payload: str | None = Field(None, min_length=1, description="URL of the payload (payload.plada).")
+    release: str | None = Field(
+        None,
+        min_length=1,
+        description="Instead of --payload: a task's release folder ROOT/tasks/<task> (or its latest.json). Trains "
+        "its current version into OUT/<task>/<version>/, and does nothing when that version is already trained.",
+    )
+    eval: str | None = Field(
+        None, min_length=1, description="Source spec of a labelled test split to report accuracy on (optional)."
+    )
+    export: Literal["torchscript", "onnx"] | None = Field(
+        None, description="Also export the student (network only; its input contract is in student.json)."
+    )
+
+    @model_validator(mode="after")
+    def _payload_or_release(self) -> StudentRequest:
+        if (self.payload is None) == (self.release is None):
+            raise ValueError("give exactly one of --payload URL and --release URL")
+        return self
+
+
+class RunRequest(PublishSettings, StudentRecipe, _Targets, _Out, _ShardSize):
+    """Everything for given sources: pool → publish → student, and the same student on a random selection."""
+
+    references: list[str] = Field(..., min_length=1, description="Reference pool source specs, e.g. mnist5k.")
+
+    def publish_request(self, reference_url: str, out: str) -> PublishRequest:
+        """The publish step; its proxy students are this run's student model unless ``proxy_model`` says."""
+        given = {"reference_url": reference_url, "out": out, "proxy_model": self.proxy_model or self.student_model}
+        return PublishRequest(**{**self._shared_with(PublishRequest), **given})
+
+    def student_request(self, payload: str, reference_url: str, out: str) -> StudentRequest:
+        given = {"payload": payload, "reference_url": reference_url, "out": out, "eval": self.target_test}
+        return StudentRequest(**{**self._shared_with(StudentRequest), **given})
+

@@ -1,54 +1,103 @@
-"""Publisher side: teacher → score every shard (mapped, in parallel) → select → manifest + payload."""
+"""Publisher side: teacher → score every shard (mapped, in parallel) → leakage check → measured selection →
+manifest + payload.
+
+The teacher step holds out a validation split of the target train split (``AutoConfig``; always, so that every
+release predicts its accuracy): the teacher and its target bank fit the rest. ``auto_select`` then trains a proxy
+student per candidate selection (``--selector auto``: the whole grid; a fixed selector: that one) and the payload
+is encoded with the winner. Pool images that duplicate a target test image are never selected (unless
+``exclude_test_duplicates`` is off), by the winner or by the random baseline.
+
+``random_baseline`` is the one place that makes the random selection every accuracy is compared with.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from prefect import flow, unmapped
-from prefect.task_runners import ThreadPoolTaskRunner
 
-from plada_core.config import TeacherConfig
+from flows.params import PublishRequest
+from flows.runners import TaskRunnerOptions
 from plada_core.io.storage import join
-from plada_core.scoring import ScoringConfig
-from plada_core.selection import SelectionConfig
+from tasks.auto_select import auto_select, check_leakage, is_frozen_backbone, winner_config
 from tasks.score import score_shard
 from tasks.select import select_and_encode
 from tasks.shards import plan_shards
 from tasks.teacher import train_teacher
 
 
-@flow(name="publish", task_runner=ThreadPoolTaskRunner(max_workers=2))
-def publish(
-    reference_url: str,
-    target_train: str,
-    target_test: str,
-    out_url: str,
-    teacher: TeacherConfig = TeacherConfig(),
-    scoring: ScoringConfig = ScoringConfig(),
-    selection: SelectionConfig = SelectionConfig(),
-    codec: str = "paper-zstd19",
-    max_payload_bytes: int | None = None,
-) -> dict:
-    """Publish a task as a payload under ``out_url``; returns the selection summary plus teacher and score URLs."""
+def _stores_features(request: PublishRequest) -> bool:
+    """Whether scoring keeps the pool's pooled features: only the proxies of a frozen-backbone teacher's own
+    model can reuse them (a trained backbone's features are not a fresh student's)."""
+    proxy = request.proxy_config().model
+    return request.auto_config().pool_features and proxy == request.teacher_model and is_frozen_backbone(proxy)
+
+
+def _leakage_record(leakage: dict, excluded: list[int]) -> dict:
+    """``leakage.json`` without the full index list, plus how many pool images the selection may not take."""
+    return {**{k: v for k, v in leakage.items() if k != "test_duplicates"}, "n_excluded": len(excluded)}
+
+
+@flow(name="publish", task_runner=TaskRunnerOptions().task_runner())
+def publish(request: PublishRequest) -> dict:
+    """Publish a task as a payload under ``request.out``; returns the selection summary (with the validation
+    table ``auto_selection`` and the ``leakage`` check) plus teacher and score URLs. Run it with ``run_publish``
+    to score on the task runner the request names."""
     start = time.perf_counter()
-    teacher_url = train_teacher(target_train, target_test, join(out_url, "teacher"), teacher)
+    auto = request.auto_config()
+    teacher_url = train_teacher(
+        request.target_train, request.target_test, join(request.out, "teacher"), request.teacher_config(), auto
+    )
     teacher_s = time.perf_counter() - start
-    shards = plan_shards(reference_url)
+    shards = plan_shards(request.reference_url)
+    scoring = request.scoring_config()
     futures = score_shard.map(
         [s["url"] for s in shards],
         [s["n"] for s in shards],
         unmapped(teacher_url),
-        unmapped(out_url),
+        unmapped(request.out),
         unmapped(scoring),
+        unmapped(True),
+        unmapped(_stores_features(request)),
     )
     score_urls = futures.result()
     scoring_s = time.perf_counter() - start - teacher_s
+    leakage = check_leakage(score_urls, teacher_url, request.out, auto.max_hamming)
+    excluded = leakage["test_duplicates"] if auto.exclude_test_duplicates else []
+    choice = auto_select(
+        score_urls, request.reference_url, teacher_url, request.target_train, request.out,
+        request.selection_config(), auto, request.proxy_config(), request.preprocess, request.codec,
+        request.max_payload_bytes, excluded,
+    )  # fmt: skip
+    auto_s = time.perf_counter() - start - teacher_s - scoring_s
     summary = select_and_encode(
-        score_urls, reference_url, teacher_url, out_url, selection, scoring.max_drop_rate, codec, max_payload_bytes
-    )
+        score_urls, request.reference_url, teacher_url, request.out, winner_config(choice),
+        scoring.max_drop_rate, request.codec, request.max_payload_bytes,
+        exclude=excluded, extra={"auto_selection": choice, "leakage": _leakage_record(leakage, excluded)},
+    )  # fmt: skip
     wall_s = {
         "teacher": teacher_s,
         "scoring": scoring_s,
-        "selection": time.perf_counter() - start - teacher_s - scoring_s,
+        "auto_selection": auto_s,
+        "selection": time.perf_counter() - start - teacher_s - scoring_s - auto_s,
     }
-    return {**summary, "teacher_url": teacher_url, "score_urls": score_urls, "wall_s": wall_s}
+    return {**summary, "teacher_url": teacher_url, "score_urls": score_urls, "excluded": excluded, "wall_s": wall_s}
+
+
+def run_publish(request: PublishRequest) -> dict:
+    """``publish``, with shard scoring on the task runner ``request`` names (threads or Dask)."""
+    return publish.with_options(task_runner=request.task_runner())(request)
+
+
+def random_baseline(request: PublishRequest, published: dict, out_url: str) -> dict:
+    """The baseline of a publish run, under ``out_url``: as many images as it kept, drawn uniformly from the
+    pool with the same seed, no Safety-Net, same codec, and the same pool images off limits (test duplicates).
+    Returns its selection summary."""
+    cfg = dataclasses.replace(
+        request.selection_config(), selector="random", keep=published["n_kept"], safety_net=False
+    )
+    return select_and_encode(
+        published["score_urls"], request.reference_url, published["teacher_url"], out_url, cfg,
+        request.max_drop_rate, request.codec, exclude=published.get("excluded", []),
+    )  # fmt: skip

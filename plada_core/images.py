@@ -1,4 +1,7 @@
-"""Turning decoded images into model inputs, identically for target and reference images.
+"""Image bytes to arrays and back, and arrays to model inputs, identically for target and reference images.
+
+``decode_image`` is the one decoder of stored image bytes (pool shards, source files) and ``encode_png`` the one
+encoder of arrays; both are pure, so the storage layer (``plada_core.io``) and the algorithm share them.
 
 The teacher is trained on target images and then scores reference images; any difference in how the two
 are preprocessed becomes a domain gap the selection pays for. So there is exactly one preprocessing
@@ -7,15 +10,84 @@ function, driven by one frozen config that is saved with the teacher checkpoint.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
+from typing import Annotated, Callable, Literal
 
 import numpy as np
 from PIL import Image
+from pydantic import AfterValidator, ConfigDict, Field
+from pydantic.dataclasses import dataclass
 
-__all__ = ["CROPS", "PreprocessConfig", "preprocess", "preprocess_batch"]
+__all__ = [
+    "CROPS",
+    "IMAGE_MAGIC",
+    "PreprocessConfig",
+    "as_png_or_jpg",
+    "decode_image",
+    "encode_png",
+    "preprocess",
+    "preprocess_batch",
+    "sniff_format",
+]
+
+# What every PNG / JPEG starts with. Checking it costs nanoseconds, not a decode, and catches garbage bytes.
+IMAGE_MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpg": b"\xff\xd8\xff"}
+# Modes that hold one channel; everything else (RGB, RGBA, P, CMYK, YCbCr …) decodes to RGB.
+_GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
-@dataclass(frozen=True)
+def encode_png(image: np.ndarray) -> bytes:
+    """Lossless PNG of a uint8 HxW (mode "L") or HxWx3 (mode "RGB") array."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """uint8 HxW for single-channel images (16-bit and float ones are clipped to 0..255), HxWx3 otherwise.
+
+    Alpha is dropped and palettes are expanded. Raises ValueError for bytes Pillow cannot decode, including
+    truncated files, so callers can count bad images instead of crashing.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            mode = "L" if img.mode in _GRAY_MODES else "RGB"
+            return np.array(img if img.mode == mode else img.convert(mode))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"undecodable image ({len(data)} bytes, starting {bytes(data[:8])!r}): {exc}") from exc
+
+
+def sniff_format(data: bytes) -> str | None:
+    """``"png"`` or ``"jpg"`` from the leading bytes, None for any other format."""
+    if data.startswith(IMAGE_MAGIC["png"]):
+        return "png"
+    if data.startswith(IMAGE_MAGIC["jpg"]):
+        return "jpg"
+    return None
+
+
+def as_png_or_jpg(data: bytes, where: Callable[[], str]) -> tuple[bytes, str]:
+    """JPEG and PNG pass through byte for byte; anything else is decoded and re-encoded as PNG.
+
+    ``where`` builds the error context only when needed (it is called at most once per bad image).
+    """
+    ext = sniff_format(data)
+    if ext is not None:
+        return data, ext
+    try:
+        return encode_png(decode_image(data)), "png"
+    except ValueError as exc:
+        raise ValueError(f"{where()}: {exc}") from exc
+
+
+def _known_crop(crop: str) -> str:
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {sorted(CROPS)}, got {crop!r}")
+    return crop
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class PreprocessConfig:
     """How every image becomes a ``channels x image_size x image_size`` float array in [0, 1].
 
@@ -26,17 +98,16 @@ class PreprocessConfig:
     for natural photos.
     """
 
-    image_size: int = 16
-    channels: int = 1
-    crop: str = "none"
-
-    def __post_init__(self) -> None:
-        if not 4 <= self.image_size <= 1024:
-            raise ValueError(f"image_size must be in [4, 1024], got {self.image_size!r}")
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
-        if self.crop not in CROPS:
-            raise ValueError(f"crop must be one of {sorted(CROPS)}, got {self.crop!r}")
+    image_size: Annotated[int, Field(ge=4, le=1024, description="Side of the square model input, in pixels.")] = 16
+    channels: Annotated[Literal[1, 3], Field(description="1 = grayscale, 3 = RGB.")] = 1
+    crop: Annotated[
+        str,
+        AfterValidator(_known_crop),
+        Field(
+            description="'content' crops to the object's bounding box first (objects on dark backgrounds).",
+            json_schema_extra=lambda schema: schema.update(enum=list(CROPS)),  # the registry, read when asked
+        ),
+    ] = "none"
 
 
 def _no_crop(img: np.ndarray) -> np.ndarray:

@@ -5,53 +5,32 @@ decoded from untrusted bytes, so every way the bytes can be wrong (truncated, fl
 another pool, a decompression bomb) ends in a :class:`PayloadError` whose message says what is wrong and
 what to do, never in an ``IndexError`` or a ``ZstdError`` and never in unbounded memory.
 
-Container format (all integers little endian; a 72-byte header, then the body)::
+Container format (all integers little endian; a 72-byte header, in version 2 the class-names section, then
+the body; ``docs/payload-format.md`` is the full reference)::
 
     offset size  field
      0      6    magic            b"PLADA\\x00"
-     6      1    format version   u8, currently 1
-     7      1    codec id         u8, see CODECS (1 = "paper-zstd19", 2 = "context-rc", 3 = "context-rc2",
-                                  4 = "layout-rc")
+     6      1    format version   u8: 1 (no names) or 2 (with the class-names section)
+     7      1    codec id         u8, see plada_core.codecs.CODECS (1 = "paper-zstd19", 2 = "context-rc",
+                                  3 = "context-rc2", 4 = "layout-rc")
      8     32    fingerprint      raw sha256 of the reference pool (hex in reference.json)
     40      8    N                u64, pool size; indices are < N (and N < 2**63, so they fit int64)
     48      8    k                u64, number of selected images, k <= N
     56      4    C                u32, number of classes, 1 <= C <= 1_000_000
-    60      4    body length      u32, bytes that follow the header; nothing may follow the body
-    64      8    checksum         blake2b(digest_size=8) over bytes [0, 64) + body
-    72      -    body             codec-specific
+    60      4    body length      u32, bytes of the body, which ends the payload
+    64      8    checksum         blake2b(digest_size=8) over every other byte: [0, 64) + [72, end)
+    72      -    version 2 only:  the class-names section, ``plada_core.codecs.names_section``: encoding u8,
+                                  length u32, stored bytes (task, version and the C class names)
+     -      -    body             codec-specific, body length bytes
+
+Version 2 is written when ``class_names`` are given, version 1 (byte for byte what older builds write and
+read) when they are not, so callers that pass no names keep their bytes; both versions decode.
 
 The checksum detects accidents (bit flips, truncation). It is not a signature: anyone can forge a payload
-with a valid checksum, which is why the body decoder validates everything itself.
+with a valid checksum, which is why the section and body decoders validate everything themselves.
 
-Codec "paper-zstd19" (id 1), the paper's delta/RLE + Zstd-19 baseline. Two streams of LEB128 varints
-(7 bits per byte, low group first, high bit = "more bytes follow", minimal length, at most 10 bytes):
-
-- stream 1, indices in increasing order as tagged deltas. The deltas are ``d_0 = idx_0`` (absolute) and
-  ``d_i = idx_i - idx_(i-1)``. Each varint ``v`` is one token: ``v & 1 == 0`` means one delta ``v >> 1``;
-  ``v & 1 == 1`` means a run of ``v >> 1`` (>= 1) deltas equal to 1, i.e. consecutive indices. The encoder
-  turns every maximal run of delta-1 steps into one run token. Example: ``[5, 6, 7, 8, 20]`` has deltas
-  ``5,1,1,1,12`` and is written as the tokens ``10, 7, 24``; ``[1, 2, 3]`` is the single run token ``7``
-  (the running sum starts at 0). Tagging each token (rather than following a delta
-  with an optional count) keeps every varint self-describing, so decoding is fully vectorised.
-- stream 2, labels in index order, run-length coded as ``(label, run length >= 1)`` varint pairs.
-
-body = zstd level 19 (one frame) of ``varint(len(stream 1)) + stream 1 + stream 2``. The decoder bounds the
-decompressed size by the largest raw body any valid (N, k, C) could produce and streams the frame in small
-pieces, so a bomb is rejected after at most 2 MiB of extra output.
-
-Codec "context-rc" (id 2): an adaptive binary range coder under context models of gaps and labels, about
-20 % smaller than "paper-zstd19" on clustered selections; format in ``plada_core.codecs.context_rc``.
-Its decoder's work is bounded by the body length, not by the header's k.
-
-Codec "context-rc2" (id 3): context-rc's gaps and bounds, with labels coded against a learned list of the
-labels each class is confused with; about 22 % smaller than "paper-zstd19" on the simulator. Format in
-``plada_core.codecs.context_rc2``.
-
-Codec "layout-rc" (id 4): positions coded block by block against the pool's *layout* (its contiguous class
-blocks, which the client holds with the pool), labels with context-rc2's model told where blocks start; about
-25 % smaller than "paper-zstd19" on the simulator. Encoding and decoding need ``layout=`` (block sizes, see
-``plada_core.io.pool.read_layout``); the body starts with the layout's digest, so a client with another layout
-gets a PayloadError, not wrong labels. Format in ``plada_core.codecs.layout_rc``.
+The body is the codec's: ``plada_core.codecs`` lists the registered codecs, and each codec's module documents
+its format. This module only frames it, checks the header, and re-validates whatever a codec decodes.
 """
 
 from __future__ import annotations
@@ -59,32 +38,20 @@ from __future__ import annotations
 import hashlib
 import operator
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import zstandard
 
-from plada_core.codecs import CorruptBody, context_rc, context_rc2, layout_rc
+# re-exported so that callers importing them from here keep working; their home is plada_core.codecs
+from plada_core.codecs import AUTO, CODECS, Codec, CorruptBody, codec_names, get_codec, uses_layout
+from plada_core.codecs import names_section
 
-__all__ = [
-    "AUTO",
-    "CODECS",
-    "HEADER_SIZE",
-    "Codec",
-    "Payload",
-    "PayloadError",
-    "decode_payload",
-    "encode_payload",
-    "get_codec",
-    "needs_layout",
-    "read_header",
-    "uses_layout",
-]
+__all__ = ["AUTO", "CODECS", "HEADER_SIZE", "Codec", "Payload", "PayloadError", "decode_payload", "encode_payload",
+           "get_codec", "needs_layout", "read_header", "uses_layout"]
 
-AUTO = "auto"  # encode_payload's codec name for "every codec that can run, keep the smallest payload"
 MAGIC = b"PLADA\x00"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest written; 1 is still written without class names
+_VERSIONS = (1, 2)
 MAX_CLASSES = 1_000_000
 MAX_REFERENCE = 2**63 - 1  # indices are returned as int64
 _FIELDS = struct.Struct("<6sBB32sQQII")  # everything the checksum covers in the header
@@ -101,7 +68,9 @@ class PayloadError(ValueError):
 class Payload:
     """A decoded payload: ``labels[i]`` is the class of pool image ``indices[i]``.
 
-    ``indices`` (int64) strictly increase, ``labels`` are int32; both arrays are read-only.
+    ``indices`` (int64) strictly increase, ``labels`` are int32; both arrays are read-only. A format-2 payload
+    names its classes (label ``i`` is ``class_names[i]``) and, when the publisher gave them, its task and release
+    version; a format-1 payload has None in all three.
     """
 
     indices: np.ndarray
@@ -110,227 +79,15 @@ class Payload:
     n_classes: int
     fingerprint: str
     codec: str
+    class_names: tuple[str, ...] | None = None
+    task: str | None = None
+    version: str | None = None
+    format_version: int = 1
 
     @property
     def k(self) -> int:
         """Number of selected images."""
         return int(self.indices.shape[0])
-
-
-@dataclass(frozen=True)
-class Codec:
-    """How a body is written and read. Register new codecs in ``CODECS`` under a unique ``codec_id``.
-
-    ``encode_body(indices, labels, *, n_reference, n_classes) -> bytes`` receives validated, sorted arrays.
-    ``decode_body(body, *, k, n_reference, n_classes) -> (indices, labels)`` receives untrusted bytes and a
-    checked header; it must keep memory bounded by what (k, N, C) allow. It may raise anything: the caller
-    turns every failure into a PayloadError and re-validates the arrays it returns. A codec with
-    ``needs_layout`` also receives ``layout=`` (the pool's block sizes) on both sides.
-    """
-
-    codec_id: int
-    encode_body: Callable[..., bytes]
-    decode_body: Callable[..., tuple[np.ndarray, np.ndarray]]
-    needs_layout: bool = False
-
-
-# ---------------------------------------------------------------- varints (vectorised LEB128)
-
-
-def _varint_size(value: int) -> int:
-    return max(1, -(-value.bit_length() // 7))
-
-
-def _encode_varints(values: np.ndarray) -> bytes:
-    """LEB128 of every uint64 in ``values``, concatenated, without a Python loop over the values."""
-    values = np.asarray(values, dtype=np.uint64)
-    if values.size == 0:
-        return b""
-    sizes = np.ones(values.shape, dtype=np.int64)
-    for group in range(1, 10):
-        sizes += (values >> np.uint64(7 * group)) > 0
-    owner = np.repeat(np.arange(values.size), sizes)
-    position = np.arange(owner.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    groups = (values[owner] >> (position.astype(np.uint64) * np.uint64(7))) & np.uint64(0x7F)
-    more = (position < sizes[owner] - 1).astype(np.uint64) << np.uint64(7)
-    return (groups | more).astype(np.uint8).tobytes()
-
-
-def _decode_varints(buf: np.ndarray, stream: str) -> np.ndarray:
-    """Inverse of :func:`_encode_varints` for a buffer that must hold whole, minimal, 64-bit varints only."""
-    if buf.size == 0:
-        return np.empty(0, dtype=np.uint64)
-    ends = np.flatnonzero(buf < 0x80)
-    if ends.size == 0 or ends[-1] != buf.size - 1:
-        raise PayloadError(f"{stream} ends inside a varint; the payload is corrupt, re-send it")
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    sizes = ends - starts + 1
-    last = buf[ends]
-    if sizes.max() > 10 or np.any((sizes == 10) & (last > 1)):
-        raise PayloadError(f"{stream} holds a varint wider than 64 bits; the payload is corrupt, re-send it")
-    if np.any((sizes > 1) & (last == 0)):
-        raise PayloadError(f"{stream} holds a non-minimal varint; the payload was not written by PLADA")
-    shifts = (np.arange(buf.size) - np.repeat(starts, sizes)).astype(np.uint64) * np.uint64(7)
-    return np.add.reduceat((buf & 0x7F).astype(np.uint64) << shifts, starts)
-
-
-def _decode_one_varint(buf: bytes, stream: str) -> tuple[int, int]:
-    """The first varint of ``buf`` and its size in bytes (for the short length prefix)."""
-    value = 0
-    for position, byte in enumerate(buf[:10]):
-        value |= (byte & 0x7F) << (7 * position)
-        if byte < 0x80:
-            return value, position + 1
-    raise PayloadError(f"{stream} is truncated or corrupt; re-send the payload")
-
-
-def _check_run_total(counts: np.ndarray, total: int, what: str) -> None:
-    """Run lengths must sum to exactly ``total``, checked before ``np.repeat`` allocates from them."""
-    if counts.size and counts.max() > total:
-        raise PayloadError(f"{what} has a run of {int(counts.max())}, more than k={total}; the payload is corrupt")
-    # float sum first: an exact uint64 sum of forged counts could wrap around to look right
-    if counts.sum(dtype=np.float64) > total + 0.5 or int(counts.sum(dtype=np.uint64)) != total:
-        raise PayloadError(f"{what} describes {int(counts.sum(dtype=np.float64))} items but k={total}; corrupt")
-
-
-# ---------------------------------------------------------------- codec "paper-zstd19"
-
-
-def _index_tokens(indices: np.ndarray) -> np.ndarray:
-    """Tagged delta tokens of sorted indices (format in the module docstring)."""
-    deltas = np.diff(indices, prepend=0).astype(np.uint64)
-    ones = deltas == 1
-    starts_token = ~ones | ~np.concatenate(([False], ones[:-1]))
-    starts = np.flatnonzero(starts_token)
-    lengths = np.diff(starts, append=indices.size).astype(np.uint64)
-    return np.where(ones[starts], (lengths << np.uint64(1)) | np.uint64(1), deltas[starts] << np.uint64(1))
-
-
-def _label_pairs(labels: np.ndarray) -> np.ndarray:
-    """Interleaved (label, run length) pairs of the label sequence."""
-    if labels.size == 0:
-        return np.empty(0, dtype=np.uint64)
-    starts = np.flatnonzero(np.diff(labels, prepend=labels[0] - 1))
-    pairs = np.empty(2 * starts.size, dtype=np.uint64)
-    pairs[0::2] = labels[starts]
-    pairs[1::2] = np.diff(starts, append=labels.size)
-    return pairs
-
-
-def _zstd19_encode(indices: np.ndarray, labels: np.ndarray, *, n_reference: int, n_classes: int) -> bytes:
-    stream1 = _encode_varints(_index_tokens(indices))
-    raw = _encode_varints(np.array([len(stream1)], dtype=np.uint64)) + stream1 + _encode_varints(_label_pairs(labels))
-    # no zstd checksum or dictionary: the container checksum covers the body, and bytes are what we pay for
-    return zstandard.ZstdCompressor(level=19, write_checksum=False).compress(raw)
-
-
-def _max_raw_size(k: int, n_reference: int, n_classes: int) -> int:
-    """Largest raw body any valid (N, k, C) can give: the decompression cap.
-
-    Per index at most one token of ``2*delta + 1 < 2N + 1``; per label at most one (label, run) pair.
-    """
-    per_item = _varint_size(2 * n_reference + 1) + _varint_size(n_classes) + _varint_size(k)
-    return 10 + k * per_item
-
-
-_FEED_BYTES = 64  # compressed bytes per step; 64 bytes expand to at most 16 RLE blocks (2 MiB): the overshoot
-_MAX_WINDOW = 1 << 24  # level 19 uses at most 8 MiB; refuse frames that ask for more decoder memory
-
-
-def _bounded_decompress(body: bytes, limit: int) -> bytes:
-    """Decompress exactly one zstd frame filling ``body``, refusing output beyond ``limit`` bytes."""
-    decoder = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW).decompressobj()
-    view, pieces, size = memoryview(body), [], 0
-    for start in range(0, len(view), _FEED_BYTES):
-        try:
-            piece = decoder.decompress(view[start : start + _FEED_BYTES])
-        except zstandard.ZstdError as err:
-            raise PayloadError(f"body is not valid zstd data ({err}); the payload is corrupt, re-send it") from err
-        size += len(piece)
-        if size > limit:
-            raise PayloadError(
-                f"body decompresses to more than {limit} bytes, the most k, N and C allow: "
-                "refusing a decompression bomb; do not trust this payload's source"
-            )
-        pieces.append(piece)
-        if decoder.eof:
-            if decoder.unused_data or start + _FEED_BYTES < len(view):
-                raise PayloadError("trailing bytes after the zstd frame inside the body; the payload is corrupt")
-            return b"".join(pieces)
-    raise PayloadError("body ends inside its zstd frame; the payload is truncated, re-send it")
-
-
-def _decode_index_tokens(tokens: np.ndarray, k: int, n_reference: int) -> np.ndarray:
-    runs = (tokens & np.uint64(1)).astype(bool)
-    values = tokens >> np.uint64(1)
-    if np.any(runs & (values == 0)):
-        raise PayloadError("index stream holds an empty run; the payload was not written by PLADA")
-    counts = np.where(runs, values, np.uint64(1))
-    _check_run_total(counts, k, "index stream")
-    indices = np.cumsum(np.repeat(np.where(runs, np.uint64(1), values), counts.astype(np.int64)), dtype=np.uint64)
-    # checked in uint64 on purpose: a forged delta can wrap the sum, and a wrap shows up as a decrease
-    bad = np.flatnonzero(indices[1:] <= indices[:-1])
-    if bad.size:
-        raise PayloadError(f"indices are not strictly increasing at position {int(bad[0]) + 1}; payload corrupt")
-    if k and indices[-1] >= n_reference:
-        raise PayloadError(f"index {int(indices[-1])} is >= N={n_reference}; payload corrupt or for another pool")
-    return indices.astype(np.int64)
-
-
-def _decode_label_pairs(pairs: np.ndarray, k: int, n_classes: int) -> np.ndarray:
-    if pairs.size % 2:
-        raise PayloadError("label stream has an odd number of varints (a label without a run length); corrupt")
-    values, runs = pairs[0::2], pairs[1::2]
-    if np.any(values >= n_classes):
-        raise PayloadError(f"label {int(values.max())} is outside [0, {n_classes}); the payload is corrupt")
-    if np.any(runs == 0):
-        raise PayloadError("label stream holds a run of length 0; the payload was not written by PLADA")
-    _check_run_total(runs, k, "label stream")
-    return np.repeat(values.astype(np.int32), runs.astype(np.int64))
-
-
-def _zstd19_decode(body: bytes, *, k: int, n_reference: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    raw = _bounded_decompress(body, _max_raw_size(k, n_reference, n_classes))
-    length, offset = _decode_one_varint(raw, "index stream length")
-    if offset + length > len(raw):
-        raise PayloadError(f"index stream claims {length} bytes but only {len(raw) - offset} remain; corrupt")
-    buf = np.frombuffer(raw, dtype=np.uint8)
-    indices = _decode_index_tokens(_decode_varints(buf[offset : offset + length], "index stream"), k, n_reference)
-    labels = _decode_label_pairs(_decode_varints(buf[offset + length :], "label stream"), k, n_classes)
-    return indices, labels
-
-
-CODECS: dict[str, Codec] = {
-    "paper-zstd19": Codec(codec_id=1, encode_body=_zstd19_encode, decode_body=_zstd19_decode),
-    "context-rc": Codec(codec_id=2, encode_body=context_rc.encode_body, decode_body=context_rc.decode_body),
-    "context-rc2": Codec(codec_id=3, encode_body=context_rc2.encode_body, decode_body=context_rc2.decode_body),
-    "layout-rc": Codec(codec_id=4, encode_body=layout_rc.encode_body, decode_body=layout_rc.decode_body,
-                       needs_layout=True),
-}
-
-
-def get_codec(name: str) -> Codec:
-    """The registered codec called ``name``."""
-    if name not in CODECS:
-        raise ValueError(f"unknown codec {name!r}; valid codecs: {sorted(CODECS)}")
-    return CODECS[name]
-
-
-def uses_layout(codec: str) -> bool:
-    """Whether encoding with ``codec`` (a registered name or ``AUTO``) can use the pool's layout."""
-    if codec == AUTO:
-        return any(entry.needs_layout for entry in CODECS.values())
-    return codec in CODECS and CODECS[codec].needs_layout
-
-
-def _codec_name(codec_id: int) -> str:
-    for name, codec in CODECS.items():
-        if codec.codec_id == codec_id:
-            return name
-    known = {codec.codec_id: name for name, codec in CODECS.items()}
-    raise PayloadError(
-        f"unknown codec id {codec_id} (this build knows {known}); upgrade plada to a version that has it"
-    )
 
 
 # ---------------------------------------------------------------- encoding
@@ -387,8 +144,16 @@ def encode_payload(
     fingerprint: str,
     codec: str = "paper-zstd19",
     layout=None,
+    class_names=None,
+    task: str | None = None,
+    version: str | None = None,
 ) -> bytes:
     """Payload bytes for ``labels[i]`` on pool image ``indices[i]``; the pairs may come in any order.
+
+    With ``class_names`` (one per class, label ``i`` named ``class_names[i]``) the payload is format version 2
+    and also carries the ``task`` and release ``version`` when given (release names, as in
+    ``plada_core.io.releases``); without, it is format version 1, as older builds write it. Names that cannot
+    travel (empty, over 256 bytes of UTF-8, with control characters) raise ValueError.
 
     ``layout`` (the pool's block sizes, ``plada_core.io.pool.read_layout``) is required by codecs that code
     against it ("layout-rc") and ignored by the others. ``codec=AUTO`` encodes with every codec that can run
@@ -398,7 +163,8 @@ def encode_payload(
     if codec == AUTO:
         names = [name for name, entry in CODECS.items() if layout is not None or not entry.needs_layout]
         payloads = [encode_payload(indices, labels, n_reference=n_reference, n_classes=n_classes,
-                                   fingerprint=fingerprint, codec=name, layout=layout) for name in names]
+                                   fingerprint=fingerprint, codec=name, layout=layout, class_names=class_names,
+                                   task=task, version=version) for name in names]
         return min(payloads, key=len)
     if codec not in CODECS:
         raise ValueError(f"unknown codec {codec!r}; valid codecs: {sorted(CODECS)} or {AUTO!r}")
@@ -406,6 +172,7 @@ def encode_payload(
     fingerprint_raw = _fingerprint_bytes(fingerprint)
     n_reference = _as_count(n_reference, "n_reference", 1, MAX_REFERENCE)
     n_classes = _as_count(n_classes, "n_classes", 1, MAX_CLASSES)
+    section = _names_section(class_names, n_classes, task, version)
     indices, labels = _as_int_vector(indices, "indices"), _as_int_vector(labels, "labels")
     if indices.shape != labels.shape:
         raise ValueError(f"got {indices.size} indices but {labels.size} labels; pass one label per index")
@@ -421,20 +188,31 @@ def encode_payload(
         if layout is None:
             raise ValueError(f"codec {codec!r} codes positions against the pool's block layout: pass layout= "
                              "(the block sizes, plada_core.io.pool.read_layout), or choose another codec")
-        extra["layout"] = layout_rc.check_layout(layout, n_reference)
+        extra["layout"] = chosen.check_layout(layout, n_reference)
     body = chosen.encode_body(indices, labels, n_reference=n_reference, n_classes=n_classes, **extra)
     if len(body) > _U32_MAX:
         raise ValueError(f"body of {len(body)} bytes does not fit the u32 length field; select fewer images")
     fields = _FIELDS.pack(
-        MAGIC, FORMAT_VERSION, chosen.codec_id, fingerprint_raw, n_reference, indices.size, n_classes,
+        MAGIC, 2 if section else 1, chosen.codec_id, fingerprint_raw, n_reference, indices.size, n_classes,
         len(body),
     )
-    return fields + _checksum(fields, body) + body
+    return fields + _checksum(fields, section, body) + section + body
 
 
-def _checksum(fields: bytes, body: bytes) -> bytes:
-    digest = hashlib.blake2b(fields, digest_size=_CHECKSUM_SIZE)
-    digest.update(body)
+def _names_section(class_names, n_classes: int, task, version) -> bytes:
+    """The version-2 section, or b"" (version 1) without class names."""
+    if class_names is None:
+        if task is not None or version is not None:
+            raise ValueError("task and version travel with the class names (payload format 2): pass class_names "
+                             "too, or leave task and version out")
+        return b""
+    return names_section.encode_section(class_names, n_classes, task, version)
+
+
+def _checksum(*parts: bytes) -> bytes:
+    digest = hashlib.blake2b(digest_size=_CHECKSUM_SIZE)
+    for part in parts:
+        digest.update(part)
     return digest.digest()
 
 
@@ -454,18 +232,44 @@ def _check_framing(data: bytes) -> None:
         )
 
 
-def _parse_fields(data: bytes) -> dict:
-    magic, version, codec_id, fingerprint, n, k, c, body_length = _FIELDS.unpack_from(data)
-    if version != FORMAT_VERSION:
+def _codec_name(codec_id: int) -> str:
+    names = codec_names()
+    if codec_id not in names:
         raise PayloadError(
-            f"unknown payload format version {version} (this build reads version {FORMAT_VERSION}); "
+            f"unknown codec id {codec_id} (this build knows {names}); upgrade plada to a version that has it"
+        )
+    return names[codec_id]
+
+
+def _section_framing(data: bytes, version: int) -> tuple[int, int]:
+    """(encoding, size with its prefix) of a version-2 payload's class-names section; (0, 0) in version 1."""
+    if version == 1:
+        return 0, 0
+    if len(data) < HEADER_SIZE + names_section.PREFIX.size:
+        raise PayloadError(
+            f"payload truncated: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header and the "
+            f"{names_section.PREFIX.size}-byte class-names prefix of a format 2 payload; re-send it"
+        )
+    encoding, stored_length = names_section.PREFIX.unpack_from(data, HEADER_SIZE)
+    return encoding, names_section.PREFIX.size + stored_length
+
+
+def _parse_fields(data: bytes) -> tuple[dict, tuple[int, bytes] | None]:
+    """The header's fields, and a version-2 payload's class-names section (encoding, stored bytes)."""
+    magic, version, codec_id, fingerprint, n, k, c, body_length = _FIELDS.unpack_from(data)
+    if version not in _VERSIONS:
+        raise PayloadError(
+            f"unknown payload format version {version} (this build reads versions {_VERSIONS}); "
             "upgrade plada to read it, or re-encode the payload with this version"
         )
-    end = HEADER_SIZE + body_length
+    encoding, section_size = _section_framing(data, version)
+    body_start = HEADER_SIZE + section_size
+    end = body_start + body_length
     if len(data) < end:
+        names = f"a {section_size}-byte class-names section and " if version == 2 else ""
         raise PayloadError(
-            f"payload truncated: header announces a {body_length}-byte body but only {len(data) - HEADER_SIZE} "
-            "bytes follow the header; re-send the complete payload"
+            f"payload truncated: header announces {names}a {body_length}-byte body but only "
+            f"{len(data) - HEADER_SIZE} bytes follow the header; re-send the complete payload"
         )
     if len(data) > end:
         raise PayloadError(
@@ -475,6 +279,8 @@ def _parse_fields(data: bytes) -> dict:
     stored = bytes(data[_FIELDS.size : HEADER_SIZE])
     if stored != _checksum(bytes(data[: _FIELDS.size]), bytes(data[HEADER_SIZE:])):
         raise PayloadError("checksum mismatch: the payload was corrupted in transit or storage; re-send it")
+    stored_start = HEADER_SIZE + names_section.PREFIX.size
+    section = (encoding, bytes(data[stored_start:body_start])) if version == 2 else None
     return {
         "format_version": version,
         "codec": _codec_name(codec_id),
@@ -484,7 +290,7 @@ def _parse_fields(data: bytes) -> dict:
         "k": k,
         "n_classes": c,
         "body_length": body_length,
-    }
+    }, section
 
 
 def _check_counts(header: dict) -> None:
@@ -500,16 +306,27 @@ def _check_counts(header: dict) -> None:
 def read_header(data: bytes) -> dict:
     """The validated header of a complete payload, without decoding the body.
 
-    Keys: format_version, codec, codec_id, fingerprint (hex), n_reference, k, n_classes, body_length.
-    Checks magic, version, codec, length and checksum, so it needs the whole payload, not just 72 bytes.
+    Keys: format_version, codec, codec_id, fingerprint (hex), n_reference, k, n_classes, body_length,
+    class_names (a tuple; None in format 1), task and version (None when absent). Checks magic, version,
+    codec, length and checksum and validates the class names, so it needs the whole payload, not 72 bytes.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise PayloadError(f"payload must be bytes, got {type(data).__name__}; read the file in binary mode")
     data = bytes(data)
     _check_framing(data)
-    header = _parse_fields(data)
+    header, section = _parse_fields(data)
     _check_counts(header)
-    return header
+    names = _decode_names(section, header["n_classes"])
+    return {**header, "class_names": names.class_names, "task": names.task, "version": names.version}
+
+
+def _decode_names(section: tuple[int, bytes] | None, n_classes: int) -> names_section.Names:
+    if section is None:
+        return names_section.Names(None, None, None)
+    try:
+        return names_section.decode_section(*section, n_classes)
+    except names_section.NamesProblem as err:
+        raise PayloadError(err.report()) from None
 
 
 def _abbrev(fingerprint: str) -> str:
@@ -541,14 +358,14 @@ def _validate_decoded(indices: np.ndarray, labels: np.ndarray, header: dict) -> 
     return indices, labels
 
 
-def _local_layout(header: dict, layout) -> np.ndarray:
+def _local_layout(codec: Codec, header: dict, layout) -> np.ndarray:
     if layout is None:
         raise PayloadError(
             f"the payload uses codec {header['codec']!r}, which codes positions against the pool's block layout; "
             "pass the local pool's layout (plada_core.io.pool.read_layout) to decode it"
         )
     try:
-        return layout_rc.check_layout(layout, header["n_reference"])
+        return codec.check_layout(layout, header["n_reference"])
     except ValueError as err:
         raise PayloadError(f"the local layout does not fit this payload: {err}") from None
 
@@ -580,21 +397,17 @@ def decode_payload(
             f"payload was made for a pool of N={header['n_reference']} images but the local pool has "
             f"N={expected_n_reference}; decode it against the pool it was built for"
         )
-    body = bytes(data)[HEADER_SIZE:]
+    body = bytes(data)[len(data) - header["body_length"] :]  # nothing follows the body
     codec = CODECS[header["codec"]]
-    extra = {"layout": _local_layout(header, layout)} if codec.needs_layout else {}
+    extra = {"layout": _local_layout(codec, header, layout)} if codec.needs_layout else {}
     try:
         indices, labels = codec.decode_body(
             body, k=header["k"], n_reference=header["n_reference"], n_classes=header["n_classes"], **extra
         )
-    except PayloadError:
-        raise
-    except layout_rc.LayoutMismatch as err:
-        raise PayloadError(f"codec {header['codec']!r}: {err}; decode it on a client holding the pool (and "
-                           "layout) it was built for, or rebuild the payload for this pool") from err
     except CorruptBody as err:
-        raise PayloadError(f"codec {header['codec']!r}: {err}; re-send the payload") from err
+        raise PayloadError(err.report(header["codec"])) from err
     except Exception as err:  # untrusted bytes: any codec failure is the payload's fault, not the caller's
         raise PayloadError(f"codec {header['codec']!r} could not decode the body: {err!r}; corrupt") from err
     indices, labels = _validate_decoded(indices, labels, header)
-    return Payload(indices, labels, header["n_reference"], header["n_classes"], header["fingerprint"], header["codec"])
+    return Payload(indices, labels, header["n_reference"], header["n_classes"], header["fingerprint"], header["codec"],
+                   header["class_names"], header["task"], header["version"], header["format_version"])

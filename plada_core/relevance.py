@@ -34,6 +34,7 @@ __all__ = [
     "embed",
     "features_and_logits",
     "knn_scores",
+    "pooled_features",
 ]
 
 RELEVANCE_COLUMNS = ["knn_sim", "knn_agree", "knn_nn", "energy_cdf"]
@@ -100,11 +101,16 @@ def _pool(feats: torch.Tensor) -> torch.Tensor:
     return feats.mean(dim=tuple(range(2, feats.ndim))) if feats.ndim > 2 else feats
 
 
+def pooled_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled ``forward_features``, logits) of one batch in one forward pass."""
+    feats = model.forward_features(x)
+    return _pool(feats), model.forward_head(feats)
+
+
 def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(pooled, L2-normalised embedding, logits) of one batch in one forward pass."""
-    feats = model.forward_features(x)
-    logits = model.forward_head(feats)
-    return nn.functional.normalize(_pool(feats).float(), dim=1), logits
+    feats, logits = pooled_features(model, x)
+    return nn.functional.normalize(feats.float(), dim=1), logits
 
 
 @torch.no_grad()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["REPORT_KEYS", "build_report", "report_markdown", "report_rows"]
+__all__ = ["REPORT_KEYS", "build_report", "leakage_markdown", "report_markdown", "report_rows", "validation_markdown"]
 
 REPORT_KEYS = (
     "teacher_acc",
     "student_acc",
     "random_acc",
+    "predicted_acc",
     "n_reference",
     "n_kept",
     "payload_bytes",
@@ -42,8 +43,54 @@ def build_report(
         "teacher_model": teacher.get("model"),
         "student_model": student["config"]["train"]["model"],
         "wall_s": {k: round(v, 2) for k, v in times.items()},
+        **_measured(selection),
         **extra,
     }
+
+
+def _measured(selection: dict) -> dict:
+    """The publisher's own measurements: the validation table of the candidate selections with the predicted
+    client accuracy (the winner's validation accuracy, its SE and 95 % Wilson interval), and the leakage check."""
+    auto = selection.get("auto_selection")
+    predicted = (auto or {}).get("predicted_accuracy") or {}
+    return {
+        "predicted_acc": predicted.get("value"),
+        "predicted_acc_se": predicted.get("se"),
+        "predicted_acc_ci95": predicted.get("ci95"),
+        "auto_selection": auto,
+        "leakage": selection.get("leakage"),
+    }
+
+
+def validation_markdown(auto: dict | None) -> list[str]:
+    """The validation table of an ``auto_selection`` summary as markdown lines (none without one)."""
+    if not auto:
+        return []
+    p = auto["predicted_accuracy"]
+    lines = ["", f"## Selection measured on a held-out validation split ({p['n_val']} images)", "",
+             f"Chosen: `{auto['winner']}`; predicted client accuracy {p['value']:.4f} ± {p['se']:.4f} "
+             f"(95 % CI {p['ci95'][0]:.4f}–{p['ci95'][1]:.4f}). {p['note']}.", "",
+             "| candidate | val acc | ± se | n kept | payload bytes | chosen |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {r['candidate']} | {r['val_acc']:.4f} | {r['val_acc_se']:.4f} | {r['n_kept']} | "
+              f"{r['payload_bytes']} | {'yes' if r['chosen'] else ''} |" for r in auto["candidates"]]  # fmt: skip
+    return lines
+
+
+def leakage_markdown(leakage: dict | None) -> list[str]:
+    """One line per target split: pool images that duplicate its images, and how many the selection skipped."""
+    if not leakage:
+        return []
+    if not leakage.get("checked"):
+        return ["", f"Leakage check skipped: {leakage.get('reason')}"]
+    lines = ["", f"## Leakage (perceptual hash within {leakage['test']['max_hamming']} bits, or exact pixels)", ""]
+    for split in ("test", "train"):
+        found = leakage[split]
+        lines.append(f"- target {split}: {found['pool_images_matched']} pool images match "
+                     f"{found['target_images_matched']} images ({found['exact_pairs']} exact pairs, "
+                     f"{found['near_pairs']} near); examples [pool index, {split} position, bits]: "
+                     f"{found['examples']}")  # fmt: skip
+    lines.append(f"- never selected (duplicates of test images): {leakage.get('n_excluded', 0)} pool images")
+    return lines
 
 
 def report_rows(report: dict) -> list[dict]:
@@ -67,4 +114,5 @@ def report_markdown(report: dict, title: str = "PLADA run") -> str:
         f"`random_acc` is the same student recipe trained on a random selection of the same size "
         f"({report['n_kept']} images) with the same seed.",
     ]
+    lines += validation_markdown(report.get("auto_selection")) + leakage_markdown(report.get("leakage"))
     return "\n".join(lines) + "\n"

@@ -7,6 +7,10 @@ Images that fail to decode are counted (and their indices kept) rather than skip
 Given a ``TargetBank`` (``plada_core.relevance``), the same forward pass also yields the domain-aware relevance
 columns (``RELEVANCE_COLUMNS``: kNN similarity to the target-train embeddings and friends), so relevance-based
 selectors stay a pure function of the scores files.
+
+The loop decodes every pool image anyway, so it can also hash each decoded image (``HASH_COLUMNS``, for the leakage
+check of ``plada_core.leakage``) and return the model's pooled features (``features``, float16), which a frozen
+backbone's proxy students then reuse instead of running the backbone over the pool again.
 """
 
 from __future__ import annotations
@@ -15,23 +19,36 @@ import queue
 import threading
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Annotated, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from torch import nn
 
-from plada_core.devices import check_device, model_device, resolve_device
+from plada_core.devices import model_device, resolve_device
 from plada_core.images import PreprocessConfig, preprocess
-from plada_core.relevance import RELEVANCE_COLUMNS, TargetBank, features_and_logits, knn_scores
+from plada_core.leakage import hash_images
+from plada_core.relevance import RELEVANCE_COLUMNS, TargetBank, knn_scores, pooled_features
+from plada_core.training import DeviceName
 
-__all__ = ["RELEVANCE_COLUMNS", "SCORE_COLUMNS", "ScoringConfig", "ShardScores", "score_logits", "score_stream"]
+__all__ = [
+    "HASH_COLUMNS",
+    "RELEVANCE_COLUMNS",
+    "SCORE_COLUMNS",
+    "ScoringConfig",
+    "ShardScores",
+    "score_logits",
+    "score_stream",
+]
 
 SCORE_COLUMNS = ["index", "energy", "pred", "max_softmax", "entropy", "margin"]
+HASH_COLUMNS = ["exact_hash", "phash"]  # 16-byte BLAKE2b of the decoded pixels, 64-bit pHash (plada_core.leakage)
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class ScoringConfig:
     """``temperature`` is T in ``E(x) = -T·logsumexp(f(x)/T)``; ``max_drop_rate`` is the fraction of the
     pool's images that may be unscorable before a run fails.
@@ -44,20 +61,15 @@ class ScoringConfig:
     (benchmarks/scoring.py before the current shard reader: pipeline/ceiling 0.71 with it, 0.81 without,
     on 2 cores)."""
 
-    temperature: float = 1.0
-    batch_size: int = 256
-    max_drop_rate: float = 0.01
-    prefetch: bool | None = None
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
-        if not 0 <= self.max_drop_rate <= 1:
-            raise ValueError(f"max_drop_rate must be in [0, 1], got {self.max_drop_rate!r}")
-        check_device(self.device)
+    temperature: Annotated[float, Field(gt=0, le=100, description="Energy temperature T.")] = 1.0
+    batch_size: Annotated[int, Field(ge=1, le=65536, description="Images per forward pass when scoring.")] = 256
+    max_drop_rate: Annotated[
+        float, Field(ge=0, le=1, description="Fail above this fraction of unscorable pool images.")
+    ] = 0.01
+    prefetch: Annotated[
+        bool | None, Field(description="Decode the next batches in a thread; empty: only off the CPU.")
+    ] = None
+    device: DeviceName = "auto"
 
     def torch_device(self) -> torch.device:
         """The device the model runs on (``plada_core.devices.resolve_device``)."""
@@ -87,11 +99,13 @@ def score_logits(logits: torch.Tensor, temperature: float = 1.0) -> dict[str, np
 
 @dataclass
 class ShardScores:
-    """Scores of one shard plus what could not be scored."""
+    """Scores of one shard plus what could not be scored; ``features``: the pooled features of the frame's rows
+    (float16, in frame order) when asked for."""
 
     frame: pd.DataFrame
     n_seen: int = 0
     dropped: list[dict] = field(default_factory=list)
+    features: np.ndarray | None = None
 
     @property
     def n_dropped(self) -> int:
@@ -117,6 +131,8 @@ def score_stream(
     preprocess_cfg: PreprocessConfig,
     cfg: ScoringConfig,
     bank: TargetBank | None = None,
+    hashes: bool = False,
+    features: bool = False,
 ) -> ShardScores:
     """Score ``(index, encoded image)`` pairs with ``model``; undecodable images are recorded in ``dropped``.
 
@@ -125,46 +141,71 @@ def score_stream(
     prefetch on (the default there) the next batches are read and decoded while the device runs this one.
 
     With a ``bank`` the frame also holds ``RELEVANCE_COLUMNS`` (the model must expose ``forward_features`` and
-    ``forward_head``, as every PLADA and timm model does)."""
+    ``forward_head``, as every PLADA and timm model does). ``hashes`` adds ``HASH_COLUMNS``, computed on the
+    decoded pixels before preprocessing (as the target images are hashed); ``features`` returns the model's
+    pooled ``forward_features`` as float16 (half the bytes; a linear head trained on them loses nothing
+    measurable), rows in frame order."""
     device = cfg.torch_device()
     if model_device(model) != device:
         model.to(device)
     model.eval()
     bank_embeddings = torch.from_numpy(bank.embeddings).to(device) if bank is not None else None
-    parts, dropped, n_seen = [], [], 0
-    batches = _prepared_batches(samples, decode, preprocess_cfg, cfg.batch_size, pin=device.type == "cuda")
-    for n_batch, indices, x, batch_dropped in _prefetch(batches) if cfg.prefetches(device) else batches:
+    parts, dropped, n_seen, pooled = [], [], 0, []
+    batches = _prepared_batches(
+        samples, decode, preprocess_cfg, cfg.batch_size, pin=device.type == "cuda", hashes=hashes
+    )
+    for n_batch, indices, x, batch_dropped, batch_hashes in _prefetch(batches) if cfg.prefetches(device) else batches:
         n_seen += n_batch
         dropped += batch_dropped
         if x is None:
             continue
         x = x.to(device, non_blocking=True)
-        if bank is None:
+        if bank is None and not features:
             scores = score_logits(model(x), cfg.temperature)
         else:
-            emb, logits = features_and_logits(model, x)
+            feats, logits = pooled_features(model, x)
             scores = score_logits(logits, cfg.temperature)
-            scores.update(knn_scores(emb, scores["pred"], scores["energy"], bank, cfg.temperature, bank_embeddings))
-        parts.append(pd.DataFrame({"index": np.asarray(indices, np.int64), **scores}))
-    columns = SCORE_COLUMNS + (RELEVANCE_COLUMNS if bank is not None else [])
+            if features:
+                pooled.append(feats.to("cpu", torch.float16).numpy())
+            if bank is not None:
+                emb = nn.functional.normalize(feats.float(), dim=1)
+                scores.update(knn_scores(emb, scores["pred"], scores["energy"], bank, cfg.temperature,
+                                         bank_embeddings))  # fmt: skip
+        parts.append(pd.DataFrame({"index": np.asarray(indices, np.int64), **scores, **batch_hashes}))
+    columns = SCORE_COLUMNS + (RELEVANCE_COLUMNS if bank is not None else []) + (HASH_COLUMNS if hashes else [])
     frame = pd.concat(parts, ignore_index=True) if parts else _empty_frame()
-    return ShardScores(frame=frame[columns], n_seen=n_seen, dropped=dropped)
+    feats = (np.concatenate(pooled) if pooled else np.empty((0, 0), np.float16)) if features else None
+    return ShardScores(frame=frame[columns], n_seen=n_seen, dropped=dropped, features=feats)
 
 
-def _prepared_batches(samples, decode, preprocess_cfg: PreprocessConfig, batch_size: int, pin: bool = False):
-    """Read, decode and preprocess one batch at a time: (n read, indices, tensor or None, dropped).
+def _prepared_batches(
+    samples, decode, preprocess_cfg: PreprocessConfig, batch_size: int, pin: bool = False, hashes: bool = False
+):
+    """Read, decode and preprocess one batch at a time: (n read, indices, tensor or None, dropped, hash columns).
 
-    ``pin``: page-locked host memory, so that the copy to a CUDA device can run asynchronously."""
+    ``pin``: page-locked host memory, so that the copy to a CUDA device can run asynchronously. ``hashes``:
+    the ``HASH_COLUMNS`` of the decoded images (else an empty dict)."""
     for batch in _batched(samples, batch_size):
-        indices, arrays, dropped = [], [], []
+        indices, arrays, dropped, decoded = [], [], [], []
         for index, data in batch:
             try:
-                arrays.append(preprocess(decode(data), preprocess_cfg))
+                image = decode(data)
+                arrays.append(preprocess(image, preprocess_cfg))
                 indices.append(index)
+                if hashes:
+                    decoded.append(image)
             except Exception as exc:  # noqa: BLE001 - any decode failure is a counted drop
                 dropped.append({"index": int(index), "reason": f"{type(exc).__name__}: {exc}"[:200]})
         x = torch.from_numpy(np.stack(arrays)) if arrays else None
-        yield len(batch), indices, x.pin_memory() if pin and x is not None else x, dropped
+        yield len(batch), indices, x.pin_memory() if pin and x is not None else x, dropped, _hash_columns(decoded)
+
+
+def _hash_columns(images: list[np.ndarray]) -> dict[str, object]:
+    if not images:
+        return {}
+    same_shape = all(img.shape == images[0].shape for img in images)
+    found = hash_images(np.stack(images) if same_shape else images)  # a stack hashes vectorised
+    return {"exact_hash": list(found.exact), "phash": found.perceptual}
 
 
 _DONE = object()
@@ -223,5 +264,7 @@ def _empty_frame() -> pd.DataFrame:
             "max_softmax": np.empty(0, np.float32),
             "entropy": np.empty(0, np.float32),
             "margin": np.empty(0, np.float32),
+            "exact_hash": np.empty(0, object),
+            "phash": np.empty(0, np.uint64),
         }
     )

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Annotated, Callable, Mapping
 
 import numpy as np
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+from plada_core.quotas import safety_net_quotas
 
 __all__ = [
+    "AUTO_SELECTOR",
     "SELECTORS",
     "SelectionConfig",
     "energy_direction",
@@ -157,8 +161,18 @@ SELECTORS: dict[str, Selector] = {
 }
 
 
+# Not a priority function: the publisher replaces it by the candidate that trains the best proxy student on a
+# held-out validation split (plada_core.auto_selection, tasks/auto_select.py) before anything is selected.
+AUTO_SELECTOR = "auto"
+
+
 def get_selector(name: str) -> Selector:
     """The priority function registered as ``name`` in ``SELECTORS``."""
+    if name == AUTO_SELECTOR:
+        raise ValueError(
+            f"selector {AUTO_SELECTOR!r} is chosen by measurement before selecting (plada_core.auto_selection): "
+            f"resolve it to one of {sorted(SELECTORS)} first"
+        )
     try:
         return SELECTORS[name]
     except (KeyError, TypeError):
@@ -197,7 +211,30 @@ def resolve_k(keep: float | int, n: int) -> int:
     return max(1, int(round(keep * n)))
 
 
-@dataclass(frozen=True)
+def _checked_keep(keep: float | int) -> float | int:
+    _check_keep(keep)
+    return int(keep) if isinstance(keep, numbers.Integral) else float(keep)  # an int stays a count
+
+
+def _checked_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    return int(seed)
+
+
+def _finite_alpha(alpha: float) -> float:
+    if not math.isfinite(alpha):
+        raise ValueError(f"alpha must be finite, got {alpha!r}")
+    return alpha
+
+
+def _known_selector(name: str) -> str:
+    if name != AUTO_SELECTOR:
+        get_selector(name)
+    return name
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class SelectionConfig:
     """How ``select`` picks images.
 
@@ -207,73 +244,27 @@ class SelectionConfig:
     feeds ``np.random.default_rng`` for selectors that draw random numbers.
     """
 
-    selector: str = "energy"
-    keep: float = 0.1
-    safety_net: bool = True
-    alpha: float = 0.5
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        get_selector(self.selector)
-        _check_keep(self.keep)
-        if not math.isfinite(self.alpha):
-            raise ValueError(f"alpha must be finite, got {self.alpha!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
-
-
-def _largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
-    """Split ``total`` in proportion to ``weights``: floors first, then one more each for the largest
-    fractional parts, ties to the lower position."""
-    ideal = total * (weights / weights.sum())
-    base = np.floor(ideal).astype(np.int64)
-    extra = total - int(base.sum())
-    # lexsort's last key is primary: largest fraction first, then lower position (stable).
-    order = np.lexsort((np.arange(len(ideal)), -(ideal - base)))
-    base[order[:extra]] += 1
-    return base
-
-
-def _quota_weights(counts: np.ndarray, alpha: float) -> np.ndarray:
-    """``counts**alpha`` scaled so the largest is 1: a big |alpha| must not overflow to inf."""
-    log_w = alpha * np.log(counts.astype(np.float64))
-    return np.exp(log_w - log_w.max())
-
-
-def safety_net_quotas(pred_counts: np.ndarray, k: int, alpha: float) -> np.ndarray:
-    """Per-class quotas ``K_c ∝ N_c**alpha`` that add up to exactly ``k``.
-
-    ``pred_counts[c]`` is N_c, the number of pool images the teacher labels c. Classes with N_c = 0 get 0 and
-    take no part, whatever the sign of alpha (0**alpha would be 0, 1 or inf). alpha = 0 splits ``k`` evenly,
-    alpha = 1 in proportion to N_c, alpha < 0 favours rare classes, alpha > 1 favours common ones.
-
-    Rounding is largest remainder: the floor of every ideal share, then one more image each to the largest
-    fractional parts, ties to the lower class id. A quota may not exceed N_c: what a capped class cannot
-    take is split again by the same rule among the classes that still have room, until nothing is left.
-    Largest remainder is not monotone in ``k`` (the Alabama paradox): one more image overall can cost a
-    class one image, so selections at two budgets need not be nested under the Safety-Net.
-    """
-    counts = np.asarray(pred_counts)
-    if counts.ndim != 1 or not np.issubdtype(counts.dtype, np.integer):
-        raise ValueError(f"pred_counts must be a 1-D integer array, got dtype {counts.dtype} shape {counts.shape}")
-    if (counts < 0).any():
-        raise ValueError(f"pred_counts must be >= 0, got {counts.min()} at class {int(counts.argmin())}")
-    if not math.isfinite(alpha):
-        raise ValueError(f"alpha must be finite, got {alpha!r}")
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 0 <= k <= counts.sum():
-        raise ValueError(f"k must be an int in [0, {int(counts.sum())}] (the pool size), got {k!r}")
-
-    quotas = np.zeros(len(counts), dtype=np.int64)
-    left = int(k)
-    # Each round either places everything or fills at least one class, so it ends within len(counts) rounds.
-    while left > 0:
-        room = counts - quotas
-        open_ = np.flatnonzero(room > 0)
-        share = _largest_remainder(_quota_weights(counts[open_], alpha), left)
-        placed = np.minimum(share, room[open_])
-        quotas[open_] += placed
-        left -= int(placed.sum())
-    return quotas
+    selector: Annotated[
+        str,
+        AfterValidator(_known_selector),
+        Field(
+            description="Selection rule (auto: the candidate whose proxy student scores best on a held-out "
+            "validation split; energy: the paper's).",
+            json_schema_extra={"enum": [AUTO_SELECTOR, *SELECTORS]},
+        ),
+    ] = "energy"
+    keep: Annotated[
+        float | int,
+        BeforeValidator(_checked_keep),
+        Field(description="Fraction of the pool in (0, 1], or a whole count of images >= 1."),
+    ] = 0.1
+    safety_net: Annotated[bool, Field(description="Per-class quota K_c ∝ N_c^alpha over predicted classes.")] = True
+    alpha: Annotated[
+        float, BeforeValidator(_finite_alpha), Field(ge=-4, le=4, description="Safety-Net exponent.")
+    ] = 0.5
+    seed: Annotated[
+        int, BeforeValidator(_checked_seed), Field(ge=0, description="Seed of the selectors that draw at random.")
+    ] = 0
 
 
 def _check_scores(scores: Scores) -> int:

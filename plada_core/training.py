@@ -7,15 +7,18 @@ selection of the same size differ only in their data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from pydantic import AfterValidator, ConfigDict, Field
+from pydantic.dataclasses import dataclass
 from torch import nn
 from tqdm.auto import tqdm
 
 from plada_core.devices import check_device, model_device, resolve_device
 
 __all__ = [
+    "DeviceName",
     "TrainConfig",
     "accuracy",
     "configure_torch",
@@ -27,9 +30,23 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+def _checked_device(name: str) -> str:
+    check_device(name)  # only the spelling: "auto" is decided by the process that does the work
+    return name
+
+
+DeviceName = Annotated[
+    str,
+    AfterValidator(_checked_device),
+    Field(description="Where models train and score: auto (a GPU when there is one), cpu, cuda, cuda:1, …"),
+]
+"""A device as a plain string (``plada_core.devices``), checked when a config is made: one spelling everywhere."""
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class TrainConfig:
-    """Recipe for one classifier. ``shift`` is the max random translation as a fraction of the side.
+    """Recipe for one classifier. Each field's bounds and help live in its annotation (the CLI flags and the
+    Prefect forms are generated from them, see ``flows/params.py``).
 
     ``device`` is where the model trains (``"auto"``: CUDA when the process sees a GPU). Inputs stay in host
     memory and batches are copied over one at a time, augmented on the host first, so that the shuffling and
@@ -37,25 +54,16 @@ class TrainConfig:
     on a GPU its cuDNN kernels are not guaranteed to be.
     """
 
-    model: str = "plada_cnn"
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 5e-4
-    shift: float = 0.125
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not 0 <= self.shift < 0.5:
-            raise ValueError(f"shift must be in [0, 0.5), got {self.shift!r}")
-        check_device(self.device)
+    model: Annotated[str, Field(min_length=1, description="timm model name.")] = "plada_cnn"
+    epochs: Annotated[int, Field(ge=1, le=1000, description="Training epochs.")] = 30
+    batch_size: Annotated[int, Field(ge=1, le=4096, description="Batch size.")] = 64
+    lr: Annotated[float, Field(gt=0, le=1, description="Peak learning rate (AdamW, one-cycle).")] = 3e-3
+    weight_decay: Annotated[float, Field(ge=0, le=1, description="AdamW weight decay.")] = 5e-4
+    shift: Annotated[
+        float, Field(ge=0, lt=0.5, description="Max random translation, as a fraction of the image side.")
+    ] = 0.125
+    seed: Annotated[int, Field(description="Seed of the shuffling, the shifts and the model's initial weights.")] = 0
+    device: DeviceName = "auto"
 
 
 def configure_torch(threads: int | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Shared plumbing for task adapters: torch threads, logging, target splits."""
+"""Shared plumbing for task adapters: torch threads, logging, target splits, a teacher's target bank."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from prefect.logging import get_run_logger
 
 from plada_core.datasets import labelled_tensors
 from plada_core.images import PreprocessConfig
+from plada_core.io import layout, storage
 from plada_core.io.sources import open_source
+from plada_core.relevance import TargetBank
 from plada_core.training import configure_torch
 
-__all__ = ["load_split", "logger", "setup_torch"]
+__all__ = ["load_bank", "load_split", "logger", "setup_torch"]
 
 
 def logger() -> logging.Logger:
@@ -40,3 +42,9 @@ def load_split(spec: str, cfg: PreprocessConfig):
     images, labels = source.load_arrays()
     x, y = labelled_tensors(images, labels, cfg)
     return x, y, list(source.class_names)
+
+
+def load_bank(teacher_url: str) -> TargetBank | None:
+    """The teacher's target bank, or None for a teacher published before banks existed."""
+    url = layout.bank_url(teacher_url)
+    return TargetBank.from_bytes(storage.read_bytes(url)) if storage.exists(url) else None

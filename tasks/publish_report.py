@@ -6,7 +6,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from plada_core.io import checkpoints, storage
+from plada_core.io import checkpoints, layout, storage
 
 
 @task(cache_policy=NO_CACHE)
@@ -22,17 +22,25 @@ def write_publish_report(out_url: str, published: dict, baseline: dict, request:
         "payload_bytes": published["payload_bytes"],
         "selector": published["selection"]["selector"],
         "safety_net": published["selection"]["safety_net"],
+        # the client's expected accuracy: the chosen selection's proxy student on the held-out validation split
+        "predicted_acc": (published.get("auto_selection") or {}).get("predicted_accuracy"),
+        "auto_selection": published.get("auto_selection"),
+        "leakage": published.get("leakage"),
         "n_dropped": published["drops"]["n_dropped"],
         "payload_url": published["payload"],
         "random_payload_url": baseline["payload"],
         "wall_s": {k: round(v, 2) for k, v in published["wall_s"].items()},
         "request": request,
     }
-    storage.write_json(storage.join(out_url, "publish_report.json"), report)
+    storage.write_json(layout.publish_report_url(out_url), report)
     rows = [
         {"metric": k, "value": str(report[k])}
         for k in ("teacher_acc", "n_reference", "n_kept", "keep_reached", "payload_bytes", "selector", "payload_url")
     ]
+    if report["predicted_acc"]:
+        p = report["predicted_acc"]
+        rows.append({"metric": "predicted_acc", "value": f"{p['value']:.4f} ± {p['se']:.4f} (95 % CI "
+                     f"{p['ci95'][0]:.4f}–{p['ci95'][1]:.4f}, {p['n_val']} validation images)"})  # fmt: skip
     create_table_artifact(key="plada-publish", table=rows, description=f"Release at {out_url}")
     create_markdown_artifact(
         key="plada-publish-md",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from plada_core.io import pool, storage
+from plada_core.io import pool
 from plada_core.io.sources import open_source
 from tasks.common import logger
 
@@ -13,7 +13,7 @@ from tasks.common import logger
 @task(cache_policy=NO_CACHE)
 def build_reference_pool(specs: list[str], out_url: str, shard_size: int = 4096) -> str:
     """Shards + index + reference.json under ``out_url``; returns ``out_url``."""
-    if storage.exists(storage.join(out_url, "reference.json")):
+    if pool.reference_exists(out_url):
         ref = pool.read_reference(out_url)
         if [s["spec"] for s in ref["sources"]] == list(specs):
             logger().info("reference pool at %s is complete (%d images); reusing it", out_url, ref["n"])

@@ -6,7 +6,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from plada_core.io import checkpoints, pool, storage
+from plada_core.io import checkpoints, layout, pool, storage
 from plada_core.report import build_report, report_markdown, report_rows
 
 
@@ -23,8 +23,9 @@ def write_report(
     _, teacher = checkpoints.load_checkpoint(teacher_url)
     report = build_report(teacher, selection, student, random_student, pool.read_reference(reference_url), times)
     markdown = report_markdown(report)
-    storage.write_json(storage.join(out_url, "report.json"), report)
-    storage.write_bytes(storage.join(out_url, "report.md"), markdown.encode())
+    json_url, markdown_url = layout.report_urls(out_url)
+    storage.write_json(json_url, report)
+    storage.write_bytes(markdown_url, markdown.encode())
     create_table_artifact(
         key="plada-report",
         table=[{k: str(v) for k, v in r.items()} for r in report_rows(report)],

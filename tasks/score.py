@@ -1,4 +1,8 @@
-"""Score one reference shard with the teacher: one task per shard, one Parquet file per shard."""
+"""Score one reference shard with the teacher: one task per shard, one Parquet file per shard.
+
+The same pass can hash every decoded image (columns ``exact_hash``/``phash``, for the leakage check) and store the
+teacher's pooled features (``features/<shard>.npz``, float16; for a frozen-backbone teacher these are the proxy
+students' inputs)."""
 
 from __future__ import annotations
 
@@ -8,12 +12,12 @@ import time
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from plada_core.io import checkpoints, pool, storage, tables
-from plada_core.io.sources import decode_image
+from plada_core.classifier import model_from_checkpoint
+from plada_core.images import decode_image
+from plada_core.io import checkpoints, layout, storage, tables, tar_stream
+from plada_core.io.arrays import write_npz
 from plada_core.scoring import ScoringConfig, score_stream
-from plada_core.teacher import model_from_checkpoint
-from tasks.common import logger, setup_torch
-from tasks.teacher import load_bank
+from tasks.common import load_bank, logger, setup_torch
 
 
 @functools.lru_cache(maxsize=2)
@@ -22,12 +26,6 @@ def _teacher(teacher_url: str, device: str):
     # device) once per process, before any thread runs it.
     model, preprocess = model_from_checkpoint(*checkpoints.load_checkpoint(teacher_url))
     return model.to(device), preprocess, load_bank(teacher_url)
-
-
-def scores_url(out_url: str, shard_url: str) -> str:
-    """Deterministic output path: ``<out>/scores/<shard stem>.parquet``."""
-    stem = shard_url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".tar")
-    return storage.join(out_url, "scores", f"{stem}.parquet")
 
 
 def _is_transient(task, task_run, state) -> bool:
@@ -40,21 +38,34 @@ def _is_transient(task, task_run, state) -> bool:
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[1, 5], retry_condition_fn=_is_transient)
-def score_shard(shard_url: str, expected_n: int, teacher_url: str, out_url: str, cfg: ScoringConfig) -> str:
-    """Write the shard's scores (index, energy, pred, max_softmax, entropy, margin, and the relevance columns
-    knn_sim, knn_agree, knn_nn, energy_cdf when the teacher has a target bank) and its drop counts."""
-    url = scores_url(out_url, shard_url)
+def score_shard(
+    shard_url: str,
+    expected_n: int,
+    teacher_url: str,
+    out_url: str,
+    cfg: ScoringConfig,
+    hashes: bool = False,
+    features: bool = False,
+) -> str:
+    """Write the shard's scores (index, energy, pred, max_softmax, entropy, margin, the relevance columns
+    knn_sim, knn_agree, knn_nn, energy_cdf when the teacher has a target bank, and with ``hashes`` exact_hash and
+    phash) and its drop counts; with ``features``, first the pooled features of the scored images."""
+    url = layout.scores_url(out_url, shard_url)
     if storage.exists(url):
         return url  # written atomically, so presence means complete
     setup_torch(parallel=True)
     start = time.perf_counter()
     model, preprocess, bank = _teacher(teacher_url, str(cfg.torch_device()))
-    stats = pool.ReadStats()
-    result = score_stream(model, pool.iter_shard(shard_url, stats), decode_image, preprocess, cfg, bank=bank)
+    stats = tar_stream.ReadStats()
+    result = score_stream(model, tar_stream.iter_shard(shard_url, stats), decode_image, preprocess, cfg, bank=bank,
+                          hashes=hashes, features=features)  # fmt: skip
     if stats.transient:
         # A flaky read is not a broken shard: keep no partial scores (resume would trust them); retry instead.
         raise storage.TransientStorageError(f"{shard_url}: storage failed mid-read ({stats.errors[-1]}); retrying")
     n_scored = len(result.frame)
+    if features:  # before the scores: present scores imply present features
+        write_npz(layout.pool_features_url(out_url, shard_url), indices=result.frame["index"].to_numpy(),
+                  features=result.features)  # fmt: skip
     meta = {
         "shard": shard_url,
         "teacher": teacher_url,
@@ -62,6 +73,8 @@ def score_shard(shard_url: str, expected_n: int, teacher_url: str, out_url: str,
         "n_seen": result.n_seen,
         "n_scored": n_scored,
         "relevance": bank is not None,
+        "hashes": hashes,
+        "features": features,
         "n_dropped": expected_n - n_scored,
         "undecodable": result.dropped,
         "read_errors": stats.errors,

@@ -1,20 +1,18 @@
-"""Select from all shard scores, then write the manifest and the payload (the bytes that travel)."""
+"""Select from all shard scores, then write the manifest and the payload (the bytes that travel).
+
+The selection itself is ``plada_core.publishing.select_and_pack``; this task reads its inputs (scores, with the
+drop check, pool reference, layout and index, teacher metadata) and writes its outputs."""
 
 from __future__ import annotations
 
-import dataclasses
-
-import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from plada_core.config import to_dict
 from plada_core.io import checkpoints, pool, storage, tables
-from plada_core.manifest import build_manifest
-from plada_core.budget import largest_k_within
-from plada_core.payload import encode_payload, read_header, uses_layout
-from plada_core.selection import SelectionConfig, select
+from plada_core.payload import uses_layout
+from plada_core.publishing import select_and_pack
+from plada_core.selection import SelectionConfig
 from tasks.common import logger
 
 
@@ -43,17 +41,6 @@ def _check_drop_rate(drops: dict, max_drop_rate: float) -> None:
         )
 
 
-def _select_to_budget(scores: pd.DataFrame, n_classes: int, cfg: SelectionConfig, encode, max_bytes: int):
-    """The largest selection (same selector and Safety-Net, k varied) whose payload fits ``max_bytes``."""
-    columns = {c: scores[c].to_numpy() for c in scores.columns}
-
-    def encode_at_k(k: int) -> bytes:
-        return encode(scores.iloc[select(columns, n_classes, dataclasses.replace(cfg, keep=k))])
-
-    k, _ = largest_k_within(max_bytes, len(scores), encode_at_k)
-    return dataclasses.replace(cfg, keep=k)
-
-
 @task(cache_policy=NO_CACHE)
 def select_and_encode(
     score_urls: list[str],
@@ -64,54 +51,39 @@ def select_and_encode(
     max_drop_rate: float = 0.01,
     codec: str = "paper-zstd19",
     max_payload_bytes: int | None = None,
+    task: str | None = None,
+    version: str | None = None,
 ) -> dict:
     """Write ``manifest.parquet``, ``payload.plada`` and ``selection.json`` under ``out_url``; return their URLs.
 
     With ``max_payload_bytes``, ``cfg.keep`` is replaced by the largest count whose payload fits (budget mode);
     the summary's ``keep_reached`` says which fraction of the pool that is. ``codec="auto"`` encodes with every
-    registered codec and keeps the smallest payload (the summary's ``codec`` names the one kept).
+    registered codec and keeps the smallest payload (the summary's ``codec`` names the one kept). The payload
+    carries the teacher's class names, and the ``task`` and release ``version`` when given (release names).
     """
     ref = pool.read_reference(reference_url)
     scores, drops = _read_scores(score_urls)
     _check_drop_rate(drops, max_drop_rate)
     _, teacher = checkpoints.load_checkpoint(teacher_url)
-    class_names = teacher["class_names"]
-
-    layout = pool.read_layout(reference_url) if uses_layout(codec) else None
-
-    def encode(kept: pd.DataFrame) -> bytes:
-        return encode_payload(kept["index"].to_numpy(), kept["pred"].to_numpy(), n_reference=ref["n"],
-                              n_classes=len(class_names), fingerprint=ref["fingerprint"], codec=codec, layout=layout)
-
-    if max_payload_bytes is not None:
-        cfg = _select_to_budget(scores, len(class_names), cfg, encode, max_payload_bytes)
-    kept = scores.iloc[select({c: scores[c].to_numpy() for c in scores.columns}, len(class_names), cfg)]
-    meta = {
-        "reference_fingerprint": ref["fingerprint"],
-        "teacher": {"url": teacher_url, "model": teacher["model"], "test_acc": teacher.get("test_acc")},
-        "selector": cfg.selector,
-        "config": to_dict(cfg),
-        "class_names": class_names,
-    }
-    manifest = build_manifest(kept, pool.read_index(reference_url, kept["index"], ["index", "key", "shard"]), meta)
-    payload = encode(kept)
+    result = select_and_pack(
+        scores,
+        teacher["class_names"],
+        cfg,
+        codec,
+        n_reference=ref["n"],
+        fingerprint=ref["fingerprint"],
+        index=lambda kept: pool.read_index(reference_url, kept, ["index", "key", "shard"]),
+        layout=pool.read_layout(reference_url) if uses_layout(codec) else None,
+        max_bytes=max_payload_bytes,
+        meta={"teacher": {"url": teacher_url, "model": teacher["model"], "test_acc": teacher.get("test_acc")}},
+        task=task,
+        version=version,
+    )
     urls = {"manifest": storage.join(out_url, "manifest.parquet"), "payload": storage.join(out_url, "payload.plada")}
-    tables.write_table(manifest, urls["manifest"])
-    storage.write_bytes(urls["payload"], payload)
-    summary = {
-        "n_reference": ref["n"],
-        "n_scored": len(scores),
-        "n_kept": len(kept),
-        "keep_reached": len(kept) / ref["n"],
-        "payload_bytes": len(payload),
-        "max_payload_bytes": max_payload_bytes,
-        "class_histogram": np.bincount(kept["pred"], minlength=len(class_names)).tolist(),
-        "drops": drops,
-        **urls,
-        "selection": to_dict(cfg),
-        "codec": read_header(payload)["codec"],
-        "codec_requested": codec,
-    }
+    tables.write_table(result.manifest, urls["manifest"])
+    storage.write_bytes(urls["payload"], result.payload)
+    summary = {**result.summary, "drops": drops, **urls}
     storage.write_json(storage.join(out_url, "selection.json"), summary)
-    logger().info("kept %d of %d images; payload %d bytes (%s)", len(kept), ref["n"], len(payload), summary["codec"])
+    logger().info("kept %d of %d images; payload %d bytes (%s)", summary["n_kept"], ref["n"], summary["payload_bytes"],
+                  summary["codec"])  # fmt: skip
     return summary

@@ -8,27 +8,21 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from plada_core.io import releases, storage
+from plada_core.io import layout, releases, storage
 from plada_core.plots import accuracy_vs_payload_png
-
-
-def _release_of(payload_url: str) -> tuple[str, str] | None:
-    """(root, task) when the payload sits in a release layout ``<root>/tasks/<task>/<version>/``."""
-    head, sep, tail = payload_url.rpartition("/tasks/")
-    parts = tail.split("/")
-    return (head, parts[0]) if sep and len(parts) >= 3 else None
 
 
 def _history_plot(report: dict, out_url: str, student_tag: str) -> str:
     """Markdown with accuracy vs payload size over every version of the task (written as PNG too)."""
-    release = _release_of(report["payload_url"])
+    release = releases.release_of(report["payload_url"])
     if release is None:
         return ""
-    rows = [{**r, "label": r["version"]} for r in releases.student_reports(*release, student_tag)]
+    rows = [{**r, "label": r["version"]} for r in releases.student_reports(*release, student_tag)
+            if r.get("student_acc") is not None]  # runs without a test split have no accuracy to plot
     if not rows:
         return ""
     png = accuracy_vs_payload_png(rows, title=f"{release[1]}: student accuracy vs payload ({len(rows)} releases)")
-    storage.write_bytes(storage.join(out_url, "accuracy_vs_payload.png"), png)
+    storage.write_bytes(layout.student_plot_url(out_url), png)
     return f"\n![accuracy vs payload](data:image/png;base64,{base64.b64encode(png).decode()})\n"
 
 
@@ -47,7 +41,7 @@ def write_student_report(
         "student_model": metrics["config"]["train"]["model"],
         "publish_flow_run_id": publish_flow_run_id,
     }
-    storage.write_json(storage.join(out_url, "student_report.json"), report)
+    storage.write_json(layout.student_report_url(out_url), report)
     create_table_artifact(
         key="plada-student",
         table=[{"metric": k, "value": str(v)} for k, v in report.items()],
@@ -55,10 +49,11 @@ def write_student_report(
     )
     link = f"[publish run](/runs/flow-run/{publish_flow_run_id})" if publish_flow_run_id else "a manual payload"
     random = f"{report['random_acc']:.4f}" if report["random_acc"] is not None else "n/a"
+    student = f"{report['student_acc']:.4f}" if report["student_acc"] is not None else "n/a (no test split)"
     create_markdown_artifact(
         key="plada-student-md",
         markdown=f"# Student on `{report['payload_url']}`\n\nFrom {link}.\n\n| student_acc | random_acc | "
-        f"payload_bytes |\n|---|---|---|\n| {report['student_acc']:.4f} | {random} | {report['payload_bytes']} |\n"
+        f"payload_bytes |\n|---|---|---|\n| {student} | {random} | {report['payload_bytes']} |\n"
         + _history_plot(report, out_url, student_tag),
     )
     return report

@@ -1,43 +1,53 @@
 """Teacher: train on the target train split (or load a checkpoint), measure it on the target test split.
 
-Next to ``teacher.pt`` goes ``target_bank.npz``: the teacher's embeddings of the target training images, which the
-scoring pass turns into per-image relevance columns (``plada_core.relevance``)."""
+Beside ``teacher.pt`` go the files later steps read (paths in ``plada_core.io.layout``):
+
+- ``validation.npz``: with an ``AutoConfig``, the stratified validation split of the target train split
+  (``plada_core.holdout``), held out *before* anything trains: the teacher fits the rest, and so does the
+  target bank, so the proxy students' validation accuracy is measured on images nothing upstream has seen.
+- ``target_bank.npz``: the teacher's embeddings of the (remaining) target training images, which the scoring
+  pass turns into per-image relevance columns (``plada_core.relevance``).
+- ``target_hashes.npz``: exact and perceptual hashes of the target train and test images, for the leakage check
+  (``plada_core.leakage``); the split is decoded here anyway.
+
+A given checkpoint (``cfg.checkpoint``) may have been trained on the validation images: its bank still leaves them
+out, and its metadata says ``teacher_saw_validation``.
+"""
 
 from __future__ import annotations
 
+import numpy as np
+import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from plada_core.classifier import checkpoint_meta, fit_classifier, model_from_checkpoint
 from plada_core.config import TeacherConfig, to_dict
-from plada_core.io import checkpoints, storage
+from plada_core.holdout import stratified_holdout
+from plada_core.io import checkpoints, layout, storage
+from plada_core.io.arrays import read_npz, write_npz
 from plada_core.io.sources import open_source
-from plada_core.relevance import TargetBank, build_bank
-from plada_core.teacher import checkpoint_meta, fit_classifier, model_from_checkpoint
+from plada_core.leakage import hash_images
+from plada_core.proxy import AutoConfig
+from plada_core.relevance import build_bank
 from plada_core.training import accuracy
 from tasks.common import load_split, logger, setup_torch
-
-BANK_NAME = "target_bank.npz"
-
-
-def bank_url(teacher_url: str) -> str:
-    """Deterministic path of a teacher's target bank: ``target_bank.npz`` beside ``teacher.pt``."""
-    return teacher_url.rstrip("/").rsplit("/", 1)[0] + "/" + BANK_NAME
-
-
-def load_bank(teacher_url: str) -> TargetBank | None:
-    """The teacher's target bank, or None for a teacher published before banks existed."""
-    url = bank_url(teacher_url)
-    return TargetBank.from_bytes(storage.read_bytes(url)) if storage.exists(url) else None
 
 
 def write_bank(model, x, y, teacher_url: str) -> str:
     """Build and store the target bank of ``model`` on ``(x, y)``; returns its URL."""
-    return storage.write_bytes(bank_url(teacher_url), build_bank(model, x, y).to_bytes())
+    return storage.write_bytes(layout.bank_url(teacher_url), build_bank(model, x, y).to_bytes())
+
+
+def _fit_positions(teacher_url: str, n: int) -> np.ndarray:
+    """Positions of the target train split the teacher and its bank may use: all but the validation split."""
+    url = layout.validation_url(teacher_url)
+    return read_npz(url)["train_positions"] if storage.exists(url) else np.arange(n)
 
 
 def ensure_bank(teacher_url: str, target_train: str | None = None) -> str:
     """Write the bank of an existing teacher checkpoint if it is missing (old runs, given checkpoints)."""
-    url = bank_url(teacher_url)
+    url = layout.bank_url(teacher_url)
     if storage.exists(url):
         return url
     state, meta = checkpoints.load_checkpoint(teacher_url)
@@ -46,7 +56,27 @@ def ensure_bank(teacher_url: str, target_train: str | None = None) -> str:
     if not spec:
         raise ValueError(f"{teacher_url} names no target_train split; pass one to build its target bank")
     x, y, _ = load_split(spec, preprocess)
-    return write_bank(model, x, y, teacher_url)
+    fit = torch.from_numpy(_fit_positions(teacher_url, len(y)))
+    return write_bank(model, x[fit], y[fit], teacher_url)
+
+
+def write_validation_split(teacher_url: str, labels: np.ndarray, n_classes: int, auto: AutoConfig, seed: int) -> dict:
+    """Hold out the validation split of ``labels`` (the target train split) and store it; returns its record."""
+    train_positions, val_positions = stratified_holdout(
+        np.asarray(labels), auto.val_fraction, auto.val_min_per_class, seed=seed, n_classes=n_classes
+    )
+    write_npz(layout.validation_url(teacher_url), train_positions=train_positions, val_positions=val_positions)
+    return {"val_fraction": auto.val_fraction, "val_min_per_class": auto.val_min_per_class, "seed": seed,
+            "n_fit": len(train_positions), "n_val": len(val_positions)}  # fmt: skip
+
+
+def write_target_hashes(teacher_url: str, target_train: str, target_test: str) -> str:
+    """Hash the decoded target train and test images (``plada_core.leakage``) and store them."""
+    arrays = {}
+    for name, spec in (("train", target_train), ("test", target_test)):
+        found = hash_images(open_source(spec).load_arrays()[0])
+        arrays[f"{name}_exact"], arrays[f"{name}_phash"] = found.exact, found.perceptual
+    return write_npz(layout.target_hashes_url(teacher_url), **arrays)
 
 
 def _given_teacher(cfg: TeacherConfig, target_train: str):
@@ -59,16 +89,32 @@ def _given_teacher(cfg: TeacherConfig, target_train: str):
     return model, preprocess, meta.get("class_names") or list(open_source(target_train).class_names), meta["model"]
 
 
+def _reuse(url: str, target_train: str, target_test: str, cfg: TeacherConfig, auto: AutoConfig | None) -> str:
+    """Complete the side files of an existing checkpoint (older runs wrote fewer of them)."""
+    logger().info("teacher checkpoint %s exists; reusing it", url)
+    setup_torch()
+    if auto is not None and not storage.exists(layout.validation_url(url)):
+        _, meta = checkpoints.load_checkpoint(url)
+        labels = open_source(target_train).load_arrays()[1]
+        write_validation_split(url, labels, meta["num_classes"], auto, cfg.train.seed)
+        logger().warning("%s was trained before a validation split was held out: validation accuracies of this "
+                         "run are optimistic; delete the teacher folder to retrain it", url)  # fmt: skip
+    if auto is not None and not storage.exists(layout.target_hashes_url(url)):
+        write_target_hashes(url, target_train, target_test)
+    ensure_bank(url, target_train)
+    return url
+
+
 @task(cache_policy=NO_CACHE)
-def train_teacher(target_train: str, target_test: str, out_url: str, cfg: TeacherConfig) -> str:
-    """Write ``teacher.pt`` (state dict + metadata, test accuracy included) and its ``target_bank.npz``;
-    return the checkpoint's URL."""
-    url = storage.join(out_url, "teacher.pt")
+def train_teacher(
+    target_train: str, target_test: str, out_url: str, cfg: TeacherConfig, auto: AutoConfig | None = None
+) -> str:
+    """Write ``teacher.pt`` (state dict + metadata, test accuracy included) and its ``target_bank.npz``; with
+    ``auto``, first hold out ``validation.npz`` (the teacher and bank fit the rest) and write
+    ``target_hashes.npz``. Returns the checkpoint's URL."""
+    url = layout.teacher_url(out_url)
     if storage.exists(url):
-        logger().info("teacher checkpoint %s exists; reusing it", url)
-        setup_torch()
-        ensure_bank(url, target_train)
-        return url
+        return _reuse(url, target_train, target_test, cfg, auto)
     setup_torch()
     if cfg.checkpoint:
         model, preprocess, class_names, model_name = _given_teacher(cfg, target_train)
@@ -76,8 +122,16 @@ def train_teacher(target_train: str, target_test: str, out_url: str, cfg: Teache
     else:
         preprocess, model_name = cfg.preprocess, cfg.train.model
         x, y, class_names = load_split(target_train, preprocess)
-        model = fit_classifier(x, y, len(class_names), cfg.train, desc="teacher")
-    write_bank(model, x, y, url)  # before the checkpoint: a present teacher.pt implies a complete bank
+    extra = {}
+    fit = torch.arange(len(y))
+    if auto is not None:
+        extra["holdout"] = write_validation_split(url, y.numpy(), len(class_names), auto, cfg.train.seed)
+        extra["teacher_saw_validation"] = bool(cfg.checkpoint)  # a given teacher: unknown, assume the worst
+        fit = torch.from_numpy(_fit_positions(url, len(y)))
+        write_target_hashes(url, target_train, target_test)
+    if not cfg.checkpoint:
+        model = fit_classifier(x[fit], y[fit], len(class_names), cfg.train, desc="teacher")
+    write_bank(model, x[fit], y[fit], url)  # before the checkpoint: a present teacher.pt implies complete side files
     x_test, y_test, _ = load_split(target_test, preprocess)
     acc = accuracy(model, x_test, y_test)
     logger().info("teacher %s: test accuracy %.4f on %s", model_name, acc, target_test)
@@ -90,5 +144,6 @@ def train_teacher(target_train: str, target_test: str, out_url: str, cfg: Teache
         target_train=target_train,
         target_test=target_test,
         config=to_dict(cfg),
+        **extra,
     )
     return checkpoints.save_checkpoint(model, meta, url)

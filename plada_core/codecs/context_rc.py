@@ -44,7 +44,7 @@ from array import array
 
 import numpy as np
 
-from plada_core.codecs import CorruptBody
+from plada_core.codecs.base import CorruptBody
 from plada_core.codecs.rangecoder import MeteredEncoder, RangeDecoder, RangeEncoder, StreamError, new_table
 
 __all__ = ["Model", "code_lengths", "decode_body", "decode_items", "encode_body", "encode_items", "min_body_length"]

@@ -35,7 +35,7 @@ Blocks (after merging) are coded in order. For a block of ``n`` images of which 
   one (``s = n`` at the start of the block), the gap to the next is a number in ``[1, s - r + 1]`` in context
   (the bit length of ``s // r`` up to 31, the image's rank in the block up to 3); when ``r == s`` every slot
   left is kept and nothing is coded;
-- each kept image's label right after its gap, with context-rc2's model (``context_rc2.Model.label``): at a
+- each kept image's label right after its gap, with context-rc2's model (``confusion_rc.Model.label``): at a
   block's first image the block counts are emptied first and the label is coded as after a far gap (bucket
   20); inside a block, with the gap's bucket capped at 8, so the model never forgets mid-block.
 
@@ -49,7 +49,8 @@ from array import array
 
 import numpy as np
 
-from plada_core.codecs import CorruptBody, context_rc, context_rc2
+from plada_core.codecs import confusion_rc, context_rc
+from plada_core.codecs.base import CorruptBody
 from plada_core.codecs.rangecoder import MeteredEncoder, RangeDecoder, RangeEncoder, StreamError, new_table
 
 __all__ = ["DIGEST_SIZE", "LayoutMismatch", "check_layout", "code_lengths", "decode_body", "encode_body",
@@ -63,11 +64,14 @@ _UNARY = 24  # unary positions with a context of their own; later ones share the
 _TOP_BITS = 3
 _MIN_BLOCK = 8  # shorter blocks next to each other are merged (module docstring)
 _NEW_BLOCK_BUCKET = 20  # what the label model is told at a block's first image: a far gap
-_INNER_BUCKET_CAP = 8  # below context_rc2's far bucket (9): no forgetting inside a block
+_INNER_BUCKET_CAP = 8  # below confusion_rc's far bucket (9): no forgetting inside a block
 
 
 class LayoutMismatch(CorruptBody):
     """The body was coded against another pool layout than the one given to decode it."""
+
+    fix = ("decode it on a client holding the pool (and layout) it was built for, or rebuild the payload for "
+           "this pool")
 
 
 def check_layout(layout, n_reference: int) -> np.ndarray:
@@ -143,7 +147,7 @@ def _number(coder, tables: tuple[list[int], list[int]], context: int, value: int
     return result
 
 
-class _Labels(context_rc2.Model):
+class _Labels(confusion_rc.Model):
     """context-rc2's label model, told where blocks start."""
 
     def first_in_block(self, coder, label: int) -> int:

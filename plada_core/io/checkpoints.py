@@ -9,7 +9,27 @@ from torch import nn
 
 from plada_core.io import storage
 
-__all__ = ["load_checkpoint", "save_checkpoint"]
+__all__ = ["card_url", "export_url", "load_checkpoint", "save_checkpoint"]
+
+_EXPORT_SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx"}
+
+
+def _stem(checkpoint_url: str) -> str:
+    return checkpoint_url.removesuffix(".pt")
+
+
+def export_url(checkpoint_url: str, fmt: str) -> str:
+    """Where the ``fmt`` export of a checkpoint lives, beside it: ``student.pt`` → ``student.torchscript.pt`` or
+    ``student.onnx``."""
+    if fmt not in _EXPORT_SUFFIXES:
+        raise ValueError(f"unknown export format {fmt!r}: choose one of {', '.join(_EXPORT_SUFFIXES)}")
+    return _stem(checkpoint_url) + _EXPORT_SUFFIXES[fmt]
+
+
+def card_url(checkpoint_url: str) -> str:
+    """The JSON beside a checkpoint's exports (``student.pt`` → ``student.json``): input contract, preprocessing,
+    class names (``plada_core.inference.model_card``)."""
+    return _stem(checkpoint_url) + ".json"
 
 
 def save_checkpoint(model: nn.Module, meta: dict, url: str) -> str:

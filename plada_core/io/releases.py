@@ -9,6 +9,13 @@ Layout under a root URL::
 
 The pointer is a small JSON object replaced atomically, so a reader sees the old or the new release,
 never a mix. A failed run never reaches the pointer, so ``latest`` stays where it was.
+
+A client follows a task by its release folder ``<root>/tasks/<task>`` or that folder's ``latest.json``
+(``current_release``), wherever the folder was copied: the payload is read from the version folder beside the
+pointer, not from the publisher's URL in it. Its students go under its own output folder, one per release
+(``client_version_url``)::
+
+    <out>/<task>/<version>/         student.pt, metrics.json (written last: the version is trained), exports
 """
 
 from __future__ import annotations
@@ -23,16 +30,21 @@ from datetime import datetime, timezone
 from typing import Iterator
 
 from plada_core.io import storage
+from plada_core.io.layout import STUDENT_REPORT_NAME, STUDENTS_DIR, payload_url
 
 __all__ = [
     "LockHeld",
+    "client_version_url",
+    "current_release",
     "is_released",
     "latest_url",
+    "pointer_url",
     "promote",
     "read_latest",
     "read_release",
-    "student_reports",
+    "release_of",
     "release_url",
+    "student_reports",
     "task_lock",
     "validate_name",
     "version_url",
@@ -40,6 +52,7 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_TASKS = "tasks"  # the folder under a root URL that holds every task
 
 
 class LockHeld(RuntimeError):
@@ -57,7 +70,14 @@ def validate_name(kind: str, value: str) -> str:
 
 
 def _task_url(root: str, task: str) -> str:
-    return storage.join(root, "tasks", validate_name("task", task))
+    return storage.join(root, _TASKS, validate_name("task", task))
+
+
+def release_of(url: str) -> tuple[str, str] | None:
+    """(root, task) when ``url`` lies inside a release version ``<root>/tasks/<task>/<version>/``, else None."""
+    head, sep, tail = url.rpartition(f"/{_TASKS}/")
+    parts = tail.split("/")
+    return (head, parts[0]) if sep and len(parts) >= 3 else None
 
 
 def version_url(root: str, task: str, version: str) -> str:
@@ -145,10 +165,43 @@ def task_lock(root: str, task: str, owner: str, wait_s: float = 0.0, poll_s: flo
         storage.remove(url)
 
 
+def pointer_url(release: str) -> str:
+    """The ``latest.json`` of a task release folder ``<root>/tasks/<task>`` given as the folder or the file."""
+    release = storage.to_url(release).rstrip("/")
+    return release if release.endswith("/latest.json") else storage.join(release, "latest.json")
+
+
+def current_release(release: str) -> dict:
+    """The version ``latest.json`` points at, for the release folder or pointer ``release`` (``pointer_url``):
+    ``task``, ``version``, ``url`` (the version folder beside the pointer), ``payload_url`` (in that folder),
+    ``latest_url`` and ``record`` (the pointer's JSON). A missing pointer is a ``FileNotFoundError`` that says
+    which URL was tried and what to pass instead."""
+    pointer = pointer_url(release)
+    if not storage.exists(pointer):
+        raise FileNotFoundError(
+            f"no release at {release}: {pointer} does not exist. Pass a task's release folder ROOT/tasks/<task> "
+            "(or its latest.json) where a publish-task run has released a version"
+        )
+    record = storage.read_json(pointer)
+    if not isinstance(record, dict) or "version" not in record:
+        raise ValueError(f"{pointer} is not a release pointer (no 'version'): it must be written by publish-task")
+    folder = pointer.rsplit("/", 1)[0]
+    task = validate_name("task", str(record.get("task") or folder.rsplit("/", 1)[-1]))
+    version = validate_name("version", str(record["version"]))
+    url = storage.join(folder, version)
+    return {"task": task, "version": version, "url": url, "payload_url": payload_url(url),
+            "latest_url": pointer, "record": record}
+
+
+def client_version_url(out: str, task: str, version: str) -> str:
+    """Where a client trains release ``version`` of ``task``: ``<out>/<task>/<version>``."""
+    return storage.join(out, validate_name("task", task), validate_name("version", version))
+
+
 def student_reports(root: str, task: str, student_tag: str) -> list[dict]:
     """Every ``student_report.json`` of ``student_tag`` across the task's versions, with ``version`` added."""
     fs, path = storage.get_fs(_task_url(root, task))
-    pattern = f"{path}/*/students/{student_tag}/student_report.json"
+    pattern = f"{path}/*/{STUDENTS_DIR}/{student_tag}/{STUDENT_REPORT_NAME}"
     out = []
     for found in sorted(fs.glob(pattern)):
         version = found[len(path) + 1 :].split("/", 1)[0]

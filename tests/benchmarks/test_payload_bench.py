@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from plada_core.codecs import layout_rc
-from plada_core.payload import CODECS, HEADER_SIZE
+from plada_core.codecs import CODECS, layout_rc
+from plada_core.payload import HEADER_SIZE
 from plada_core.simulator import entropy_bound, oracle_bits, prior_bound, simulate_layout, simulate_selections
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_payload", ROOT / "benchmarks" / "payload.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from benchmarks import payload
+
+    return payload
 
 
 def test_simulated_row_has_every_codec_and_the_floor(bench):

@@ -2,38 +2,28 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pandas as pd
-import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_selection", ROOT / "benchmarks" / "selection.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+from benchmarks.selection import main
+from benchmarks.selection_report import RESULT_COLUMNS, _plot, selector_colours
+from benchmarks.selection_runs import selection_config
+from plada_core.pairs import BENCH_PAIRS
 
 
-def test_random_has_no_safety_net_and_nosn_turns_it_off(bench):
-    assert not bench.selection_config("random", 0.1, 0).safety_net
-    assert bench.selection_config("knn", 0.1, 1).safety_net
-    cfg = bench.selection_config("knn-nosn", 0.05, 2)
+def test_random_has_no_safety_net_and_nosn_turns_it_off():
+    assert not selection_config("random", 0.1, 0).safety_net
+    assert selection_config("knn", 0.1, 1).safety_net
+    cfg = selection_config("knn-nosn", 0.05, 2)
     assert (cfg.selector, cfg.safety_net, cfg.keep, cfg.seed) == ("knn", False, 0.05, 2)
 
 
-def test_quick_mode_writes_every_output(bench, tmp_path):
+def test_quick_mode_writes_every_output(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
-    assert bench.main(["--quick", "--work", str(work), "--out", str(out), "--threads", "1"]) == 0
+    assert main(["--quick", "--work", str(work), "--out", str(out), "--threads", "1"]) == 0
     df = pd.read_csv(out / "selection.csv")
-    assert set(bench.RESULT_COLUMNS) <= set(df.columns)
+    assert set(RESULT_COLUMNS) <= set(df.columns)
     assert len(df) == 3 * 2  # 3 selectors x 2 keeps x 1 seed
     assert set(df["pair"]) == {"tiny"} and set(df["selector"]) == {"random", "energy", "knn"}
     assert (df.groupby("keep")["n_kept"].nunique() == 1).all(), "every selector keeps exactly k"
@@ -48,31 +38,31 @@ def test_quick_mode_writes_every_output(bench, tmp_path):
     assert 0.5 < full <= 1, "the student recipe on the full digits train split is far above chance"
     # a re-run resumes from the finished runs and gives the same table
     before = df.copy()
-    assert bench.main(["--quick", "--work", str(work), "--out", str(out), "--threads", "1"]) == 0
+    assert main(["--quick", "--work", str(work), "--out", str(out), "--threads", "1"]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(out / "selection.csv"), before)
-    assert bench.main(["--pairs", "tiny", "--collect", "--work", str(work), "--out", str(tmp_path / "c")]) == 0
+    assert main(["--pairs", "tiny", "--collect", "--work", str(work), "--out", str(tmp_path / "c")]) == 0
     assert len(pd.read_csv(tmp_path / "c" / "selection.csv")) == 6
 
 
-def test_selector_colours_are_the_same_in_every_panel(bench):
-    one = bench.selector_colours(["random", "knn_cover"])
-    both = bench.selector_colours(["knn_cover", "random", "random"])
+def test_selector_colours_are_the_same_in_every_panel():
+    one = selector_colours(["random", "knn_cover"])
+    both = selector_colours(["knn_cover", "random", "random"])
     assert one == both and len(set(one.values())) == 2
 
 
-def test_student_input_is_the_teachers_unless_the_pair_says_otherwise(bench):
-    assert bench.PAIRS["C64"].student_input == bench.PAIRS["C64"].preprocess
-    c_cnn = bench.PAIRS["C-cnn"]
+def test_student_input_is_the_teachers_unless_the_pair_says_otherwise():
+    assert BENCH_PAIRS["C64"].student_input == BENCH_PAIRS["C64"].preprocess
+    c_cnn = BENCH_PAIRS["C-cnn"]
     assert (c_cnn.preprocess.image_size, c_cnn.student_input.image_size) == (32, 64)
     assert c_cnn.student_input.channels == c_cnn.preprocess.channels == 3
 
 
-def test_plot_puts_at_most_three_pairs_in_a_row(bench, tmp_path):
+def test_plot_puts_at_most_three_pairs_in_a_row(tmp_path):
     from PIL import Image
 
     rows = [{"pair": p, "selector": s, "keep": k, "seed": 0, "student_acc": 0.5, "teacher_acc": 0.6,
              "payload_bytes": 1000 * k} for p in "ABCD" for s in ("random", "energy") for k in (1, 2)]  # fmt: skip
-    bench._plot(pd.DataFrame(rows), {}, tmp_path / "four.png")
-    bench._plot(pd.DataFrame([r for r in rows if r["pair"] == "A"]), {}, tmp_path / "one.png")
+    _plot(pd.DataFrame(rows), {}, tmp_path / "four.png")
+    _plot(pd.DataFrame([r for r in rows if r["pair"] == "A"]), {}, tmp_path / "one.png")
     four, one = Image.open(tmp_path / "four.png").size, Image.open(tmp_path / "one.png").size
     assert four[0] == 3 * one[0] and four[1] == 2 * one[1]

@@ -1,5 +1,6 @@
-"""Range-coded codecs ("context-rc", "context-rc2"): exact round trips, frozen formats, and clean, bounded
-failure on hostile bytes. Every property test runs for each of them.
+"""Range-coded codecs "context-rc" and "context-rc2" (``context_rc``, ``confusion_rc``): the work bound and its
+padding, frozen formats, size and speed, and the messages their decoder gives for hostile bodies. What every
+codec must survive is in ``test_codec_contract.py``; the range coder itself is in ``test_rangecoder.py``.
 
 Hostile bodies are wrapped in a header with a valid checksum (``forge``), so they reach the codec's own
 decoder instead of stopping at the checksum, which is what an attacker can do.
@@ -13,18 +14,15 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
+from plada_core.codecs import CODECS
 from plada_core.codecs.context_rc import min_body_length
-from plada_core.codecs.rangecoder import MeteredEncoder, RangeDecoder, RangeEncoder, StreamError, new_table
-from plada_core.payload import CODECS, HEADER_SIZE, PayloadError, decode_payload, encode_payload, read_header
+from plada_core.payload import HEADER_SIZE, PayloadError, decode_payload, encode_payload, read_header
 from plada_core.simulator import simulate_layout, simulate_selections
 
 FP = "0123456789abcdef" * 4
 BIG = 2**63 - 1
 RC_CODECS = ["context-rc", "context-rc2"]
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def encode(indices, labels, n: int, c: int, codec: str) -> bytes:
@@ -42,64 +40,7 @@ def body_of(payload: bytes) -> bytes:
     return payload[HEADER_SIZE:]
 
 
-def assert_contract(payload, n: int, k: int, c: int, codec: str) -> None:
-    """What any successful decode must deliver, even of forged bytes."""
-    assert payload.k == k and payload.codec == codec
-    assert np.all(np.diff(payload.indices) > 0)
-    assert np.all((payload.indices >= 0) & (payload.indices < n))
-    assert np.all((payload.labels >= 0) & (payload.labels < c))
-
-
-def decodes_or_fails_cleanly(data: bytes, n: int, k: int, c: int, codec: str) -> None:
-    try:
-        payload = decode_payload(data)
-    except PayloadError:
-        return
-    assert_contract(payload, n, k, c, codec)
-
-
-@st.composite
-def selections(draw, max_n: int = 3000):
-    """(indices, labels, n, c): clustered in blocks with noisy labels, or scattered, or both."""
-    n = draw(st.integers(1, max_n))
-    c = draw(st.sampled_from([1, 2, 3, 10, 100, 1000, 1_000_000]))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    density = draw(st.sampled_from([0.0, 0.01, 0.2, 0.7, 1.0]))
-    blocks = np.sort(rng.choice(n + 1, size=min(n + 1, int(rng.integers(1, 8))), replace=False))
-    block_of = np.searchsorted(blocks, np.arange(n), side="right")
-    block_density = rng.random(blocks.size + 1) * density
-    chosen = np.flatnonzero(rng.random(n) < block_density[block_of])
-    mode = rng.integers(0, c, blocks.size + 1)[block_of[chosen]]
-    noise = rng.random(chosen.size) < draw(st.sampled_from([0.0, 0.1, 0.5]))
-    labels = np.where(noise, rng.integers(0, c, chosen.size), mode)
-    return chosen, labels, n, c
-
-
-# ---------------------------------------------------------------- round trips
-
-
-@pytest.mark.parametrize("codec", RC_CODECS)
-@SETTINGS
-@given(selection=selections())
-def test_round_trip(codec, selection):
-    indices, labels, n, c = selection
-    payload = decode_payload(encode(indices, labels, n, c, codec))
-    np.testing.assert_array_equal(payload.indices, indices)
-    np.testing.assert_array_equal(payload.labels, labels)
-    assert (payload.codec, payload.n_reference, payload.n_classes) == (codec, n, c)
-
-
-@pytest.mark.parametrize("codec", RC_CODECS)
-@settings(max_examples=30, deadline=None)
-@given(data=st.data())
-def test_round_trip_extreme_values(codec, data):
-    n = data.draw(st.sampled_from([2**32 + 5, 2**62, BIG]))
-    chosen = data.draw(st.lists(st.integers(0, n - 1), unique=True, max_size=40))
-    labels = data.draw(st.lists(st.integers(0, 999_999), min_size=len(chosen), max_size=len(chosen)))
-    payload = decode_payload(encode(chosen, labels, n, 1_000_000, codec))
-    order = np.argsort(chosen)
-    assert payload.indices.tolist() == np.asarray(chosen, dtype=np.int64)[order].tolist()
-    assert payload.labels.tolist() == np.asarray(labels, dtype=np.int64)[order].tolist()
+# ---------------------------------------------------------------- the work bound
 
 
 @pytest.mark.parametrize(
@@ -113,11 +54,8 @@ def test_round_trip_extreme_values(codec, data):
     ],
 )
 @pytest.mark.parametrize("codec", RC_CODECS)
-def test_edge_selections_round_trip(codec, indices, labels, n, c):
-    data = encode(indices, labels, n, c, codec)
-    payload = decode_payload(data)
-    assert payload.indices.tolist() == indices and payload.labels.tolist() == labels
-    assert len(body_of(data)) >= min_body_length(len(indices))
+def test_bodies_are_at_least_the_work_bound(codec, indices, labels, n, c):
+    assert len(body_of(encode(indices, labels, n, c, codec))) >= min_body_length(len(indices))
 
 
 @pytest.mark.parametrize("codec", RC_CODECS)
@@ -131,22 +69,6 @@ def test_trivial_selection_is_padded_to_the_work_bound(codec):
     body = body_of(data)
     assert len(body) == min_body_length(10_000) == (10_000 - 64 + 7) // 8
     assert body.endswith(bytes(100))  # the stream itself is a few bytes; the rest is zero padding
-
-
-@pytest.mark.parametrize("codec", RC_CODECS)
-def test_encoding_is_deterministic_and_order_free(codec):
-    rng = np.random.default_rng(1)
-    indices = rng.choice(5000, 300, replace=False)
-    labels = rng.integers(0, 9, 300)
-    order = rng.permutation(300)
-    assert encode(indices, labels, 5000, 9, codec) == encode(indices[order], labels[order], 5000, 9, codec)
-
-
-@pytest.mark.parametrize(("codec", "codec_id"), [("context-rc", 2), ("context-rc2", 3)])
-def test_header_names_the_codec(codec, codec_id):
-    header = read_header(encode([1, 5], [0, 1], 10, 2, codec))
-    assert (header["codec"], header["codec_id"]) == (codec, codec_id)
-    assert CODECS[codec].codec_id == codec_id
 
 
 # Frozen formats: these payloads must decode the same forever. If a model changes, register a new codec id.
@@ -217,59 +139,6 @@ def sample(request) -> tuple[str, bytes]:
     return request.param, encode(indices, labels, 20_000, 20, request.param)
 
 
-def test_every_truncation_is_rejected(sample):
-    codec, data = sample
-    header = read_header(data)
-    body = body_of(data)
-    for end in range(0, len(data), 7):
-        with pytest.raises(PayloadError, match="truncated"):
-            decode_payload(data[:end])
-    for end in range(len(body)):  # past the checksum too: a truncated body in a re-checksummed payload
-        with pytest.raises(PayloadError):
-            decode_payload(forge(body[:end], n=header["n_reference"], k=header["k"], c=header["n_classes"],
-                                 codec=codec))
-
-
-@SETTINGS
-@given(data=st.data())
-def test_bit_flips_are_rejected_or_decode_within_contract(sample, data):
-    codec, payload = sample
-    header = read_header(payload)
-    flipped = bytearray(payload)
-    for bit in data.draw(st.lists(st.integers(0, 8 * len(payload) - 1), min_size=1, max_size=4, unique=True)):
-        flipped[bit // 8] ^= 1 << (bit % 8)
-    with pytest.raises(PayloadError):  # the checksum sees every flip
-        decode_payload(bytes(flipped))
-    n, k, c = header["n_reference"], header["k"], header["n_classes"]
-    decodes_or_fails_cleanly(forge(bytes(flipped[HEADER_SIZE:]), n=n, k=k, c=c, codec=codec), n, k, c, codec)
-
-
-@SETTINGS
-@given(data=st.data())
-def test_mutated_bodies_fail_cleanly(sample, data):
-    """Inserted, deleted and overwritten byte ranges inside a valid-checksum payload."""
-    codec, payload = sample
-    body = bytearray(body_of(payload))
-    start = data.draw(st.integers(0, len(body)))
-    stop = data.draw(st.integers(start, min(len(body), start + 16)))
-    body[start:stop] = data.draw(st.binary(max_size=16))
-    header = read_header(payload)
-    n, c = header["n_reference"], header["n_classes"]
-    k = data.draw(st.sampled_from([header["k"], header["k"] + 1, header["k"] - 1, 0, 1]))
-    decodes_or_fails_cleanly(forge(bytes(body), n=n, k=k, c=c, codec=codec), n, k, c, codec)
-
-
-@pytest.mark.parametrize("codec", RC_CODECS)
-@settings(max_examples=100, deadline=None)
-@given(body=st.binary(max_size=200), n=st.sampled_from([1, 7, 5000, 2**40, BIG]), k=st.integers(0, 2000),
-       c=st.sampled_from([1, 2, 10, 1_000_000]))
-def test_random_bodies_fail_cleanly_and_fast(codec, body, n, k, c):
-    k = min(k, n)
-    start = time.perf_counter()
-    decodes_or_fails_cleanly(forge(body, n=n, k=k, c=c, codec=codec), n, k, c, codec)
-    assert time.perf_counter() - start < 1.0
-
-
 @pytest.mark.parametrize(
     ("body", "n", "k", "c", "match"),
     [
@@ -310,88 +179,3 @@ def test_label_past_the_classes_is_rejected(codec):
     data = encode([5], [6], 10, 7, codec)  # 3 label bits; C=6 leaves 6 and 7 unused
     with pytest.raises(PayloadError, match=r"label 6 is outside \[0, 6\)"):
         decode_payload(forge(body_of(data), n=10, k=1, c=6, codec=codec))
-
-
-@pytest.mark.parametrize("fill", [0x00, 0x55, 0xFE])
-@pytest.mark.parametrize("codec", RC_CODECS)
-def test_largest_k_a_body_allows_decodes_in_bounded_time(codec, fill):
-    """The decompression-bomb shape: the most images a 4 KB body may claim, all from filler bytes."""
-    body = bytes([fill]) * 4096
-    k = 8 * len(body) + 64
-    start = time.perf_counter()
-    decodes_or_fails_cleanly(forge(body, n=BIG, k=k, c=1_000_000, codec=codec), BIG, k, 1_000_000, codec)
-    assert time.perf_counter() - start < 2.0
-
-
-@pytest.mark.parametrize("codec", RC_CODECS)
-@SETTINGS
-@given(seed=st.integers(0, 2**32 - 1), labels=st.sampled_from([2, 5, 100]))
-def test_noisy_labels_round_trip_through_every_candidate_path(codec, seed, labels):
-    """Long runs of one label with confusions, uniform noise and block changes: every label path is taken."""
-    rng = np.random.default_rng(seed)
-    k = 3000
-    gaps = np.where(rng.random(k) < 0.02, rng.integers(256, 5000, k), rng.integers(1, 4, k))
-    indices = np.cumsum(gaps) - 1
-    mode = rng.integers(0, labels, k)[np.cumsum(gaps >= 256)]
-    confused = (mode + rng.integers(1, 3, k)) % labels
-    noise = rng.random(k)
-    values = np.where(noise < 0.7, mode, np.where(noise < 0.9, confused, rng.integers(0, labels, k)))
-    n = int(indices[-1]) + 1
-    payload = decode_payload(encode(indices, values, n, labels, codec))
-    np.testing.assert_array_equal(payload.indices, indices)
-    np.testing.assert_array_equal(payload.labels, values)
-
-
-# ---------------------------------------------------------------- the range coder itself
-
-
-@settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), n_bits=st.integers(0, 3000), skew=st.floats(0.0, 1.0))
-def test_range_coder_round_trip(seed, n_bits, skew):
-    rng = np.random.default_rng(seed)
-    bits = (rng.random(n_bits) < skew).astype(int).tolist()
-    contexts = rng.integers(0, 4, n_bits).tolist()
-    widths = rng.integers(1, 17, n_bits).tolist()
-    values = [int(rng.integers(0, 1 << w)) for w in widths]
-    encoder, table = RangeEncoder(), new_table(4)
-    for bit, context, width, value in zip(bits, contexts, widths, values):
-        encoder.bit(table, context, bit)
-        if context == 0:
-            encoder.uniform(width, value)
-    stream = encoder.finish()
-    decoder, table = RangeDecoder(stream), new_table(4)
-    for bit, context, width, value in zip(bits, contexts, widths, values):
-        assert decoder.bit(table, context) == bit
-        if context == 0:
-            assert decoder.uniform(width) == value
-    assert decoder.position == len(stream)  # a decoder reads the whole stream and nothing more
-
-
-def test_range_coder_compresses_predictable_bits():
-    encoder, table = RangeEncoder(), new_table(1)
-    for _ in range(100_000):
-        encoder.bit(table, 0, 0)
-    assert len(encoder.finish()) < 100_000 * 0.0015 / 8 + 16  # ~0.0014 bits per bit at the probability floor
-
-
-def test_range_decoder_reports_the_end_of_the_stream():
-    decoder, table = RangeDecoder(bytes([0x80, 0, 0, 0])), new_table(1)
-    with pytest.raises(StreamError, match="ends after 4 bytes"):
-        for _ in range(100):
-            decoder.bit(table, 0)
-
-
-def test_metered_encoder_writes_the_same_stream_and_counts_its_bits():
-    rng = np.random.default_rng(3)
-    bits = (rng.random(20_000) < 0.1).astype(int).tolist()
-    streams, metered = [], None
-    for coder in (RangeEncoder(), MeteredEncoder()):
-        table = new_table(1)
-        for bit in bits:
-            coder.bit(table, 0, bit)
-        coder.uniform(12, 77)
-        streams.append(coder.finish())
-        metered = coder
-    assert streams[0] == streams[1]
-    assert 8 * len(streams[1]) - 40 < metered.bits < 8 * len(streams[1])  # the ideal length, less the flush
-

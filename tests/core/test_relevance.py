@@ -113,3 +113,28 @@ def test_knn_scores_with_bank_embeddings_given_on_the_device_are_the_same():
     plain = knn_scores(batch, pred, energy, bank)
     given = knn_scores(batch, pred, energy, bank, bank_embeddings=torch.from_numpy(bank.embeddings))
     assert plain.keys() == given.keys() and all(np.array_equal(plain[k], given[k]) for k in plain)
+
+
+def test_score_stream_hashes_decoded_images_and_returns_pooled_features():
+    from plada_core.leakage import hash_images
+    from plada_core.scoring import HASH_COLUMNS
+
+    torch.manual_seed(0)
+    model = PladaCNN(num_classes=4).eval()
+    pre = PreprocessConfig(image_size=8, channels=1)
+    samples = [(i, _png(i)) for i in range(7)] + [(7, b"broken")]
+    cfg = ScoringConfig(batch_size=3)
+    plain = score_stream(model, samples, _decode, pre, cfg)
+    rich = score_stream(model, samples, _decode, pre, cfg, hashes=True, features=True)
+    assert list(rich.frame.columns) == SCORE_COLUMNS + HASH_COLUMNS and rich.n_dropped == 1
+    for column in SCORE_COLUMNS:
+        np.testing.assert_allclose(rich.frame[column], plain.frame[column], rtol=1e-5, atol=1e-6)
+    expected = hash_images(np.stack([_decode(_png(i)) for i in range(7)]))
+    assert rich.frame["exact_hash"].tolist() == expected.exact.tolist()
+    np.testing.assert_array_equal(rich.frame["phash"].to_numpy(np.uint64), expected.perceptual)
+    assert rich.features.dtype == np.float16 and rich.features.shape == (7, model.num_features)
+    x = torch.from_numpy(np.stack([_decode(_png(i)) for i in range(7)]).astype(np.float32)[:, None] / 255)
+    np.testing.assert_allclose(rich.features, model.forward_features(x).detach().numpy(), rtol=1e-2, atol=1e-2)
+    assert plain.features is None
+    empty = score_stream(model, [], _decode, pre, cfg, hashes=True)
+    assert list(empty.frame.columns) == SCORE_COLUMNS + HASH_COLUMNS and len(empty.frame) == 0

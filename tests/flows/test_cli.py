@@ -6,8 +6,13 @@ import json
 
 import pytest
 
-from flows.cli import _build_parser, main, parse_keep
+from flows.cli import _build_parser, main, parse, parse_keep
+from plada_core.config import StudentConfig, TeacherConfig
+from plada_core.images import PreprocessConfig
 from plada_core.payload import CODECS
+from plada_core.scoring import ScoringConfig
+from plada_core.selection import SelectionConfig
+from plada_core.training import TrainConfig
 
 
 def test_parse_keep_fraction_and_count():
@@ -52,22 +57,79 @@ def test_unknown_source_lists_the_known_ones(tmp_path, capsys):
     assert "mnist5k" in capsys.readouterr().err
 
 
+REQUIRED = {
+    "publish": ["--reference-url", "r", "--target-train", "t"],
+    "run": ["--reference", "r", "--target-train", "t"],
+    "train-student": ["--payload", "p", "--reference-url", "r"],
+}
+
+
 @pytest.mark.parametrize("command", ["publish", "run", "train-student"])
 def test_device_reaches_training_and_scoring_and_a_typo_is_refused(command, capsys):
-    from flows.cli import _scoring_cfg, _train_cfg
+    common = [command, *REQUIRED[command], "--target-test", "t", "--out", "o"]
+    _, request = parse([*common, "--device", "cuda:1"])
+    if command == "train-student":
+        assert request.student_config().train.device == "cuda:1"
+    else:
+        assert request.teacher_config().train.device == request.scoring_config().device == "cuda:1"
+    assert parse(common)[1].device == "auto"
+    with pytest.raises(SystemExit) as exc:
+        parse([*common, "--device", "gpu"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"plada {command}: error: argument --device:" in err and "'gpu'" in err
 
-    required = {"publish": ["--reference-url", "r", "--target-train", "t"], "run": ["--reference", "r", "--target-train", "t"],
-                "train-student": ["--payload", "p", "--reference-url", "r"]}[command]  # fmt: skip
-    common = [command, *required, "--target-test", "t", "--out", "o"]
-    args = _build_parser().parse_args([*common, "--device", "cuda:1"])
-    prefix = "student" if command == "train-student" else "teacher"
-    assert _train_cfg(args, prefix).device == "cuda:1"
-    if command != "train-student":
-        assert _scoring_cfg(args).device == "cuda:1"
-    assert _build_parser().parse_args(common).device == "auto"
-    with pytest.raises(SystemExit):
-        _build_parser().parse_args([*common, "--device", "gpu"])
-    assert "'gpu'" in capsys.readouterr().err
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--keep", "2.5"], "argument --keep: "),
+        (["--keep", "0"], "argument --keep: keep as a fraction must be in (0, 1]"),
+        (["--alpha", "9"], "argument --alpha: Input should be less than or equal to 4"),
+        (["--teacher-epochs", "0"], "argument --teacher-epochs: Input should be greater than or equal to 1"),
+        (["--image-size", "2"], "argument --image-size: Input should be greater than or equal to 4"),
+        (["--max-payload-bytes", "3"], "argument --max-payload-bytes: "),
+        (["--selector", "nope"], "argument --selector: invalid choice: 'nope'"),
+        (["--channels", "2"], "argument --channels: invalid choice: 2"),
+    ],
+)
+def test_a_refused_value_names_its_flag(option, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse(["publish", *REQUIRED["publish"], "--target-test", "t", "--out", "o", *option])
+    assert exc.value.code == 2 and "plada publish: error: " + message in capsys.readouterr().err
+
+
+def test_flags_reach_the_stage_configs():
+    _, run = parse(["run", *REQUIRED["run"], "--reference", "r2", "--target-test", "t", "--out", "o", "--keep", "500",
+                    "--no-safety-net", "--alpha", "0.25", "--teacher-epochs", "3", "--student-lr", "0.01",
+                    "--image-size", "8", "--crop", "content", "--seed", "4", "--codec", "auto", "--runner", "dask",
+                    "--workers", "3", "--dask-address", "tcp://h:8786", "--teacher-checkpoint", "t.pt"])  # fmt: skip
+    assert run.references == ["r", "r2"] and (run.codec, run.runner, run.workers) == ("auto", "dask", 3)
+    assert run.selection_config() == SelectionConfig(keep=500, safety_net=False, alpha=0.25, seed=4)
+    teacher = run.teacher_config()
+    assert (teacher.train.epochs, teacher.train.seed, teacher.checkpoint) == (3, 4, "t.pt")
+    assert teacher.preprocess == run.student_config().preprocess == PreprocessConfig(image_size=8, crop="content")
+    assert run.student_config().train == TrainConfig(lr=0.01, seed=4)
+    assert run.task_runner().__class__.__name__ == "DaskTaskRunner"
+
+
+def test_defaults_are_the_core_configs_defaults():
+    _, run = parse(["run", *REQUIRED["run"], "--target-test", "t", "--out", "o"])
+    assert run.teacher_config() == TeacherConfig() and run.student_config() == StudentConfig()
+    assert run.selection_config() == SelectionConfig()
+    assert run.scoring_config() == ScoringConfig()
+
+
+def test_demo_takes_the_pair_and_the_given_flags(monkeypatch):
+    from plada_core.pairs import DEMO_PAIRS
+
+    monkeypatch.setattr("flows.cli._available", lambda spec: False)
+    _, request = parse(["demo", "--out", "o", "--seed", "2"])
+    pair = DEMO_PAIRS["default"]
+    assert request.references == pair["references"] and request.preprocess == pair["preprocess"]
+    assert request.keep == pair["keep"] and request.seed == 2 and request.teacher_config().train.seed == 2
+    assert parse(["demo", "--out", "o", "--keep", "0.05", "--pair", "natural"])[1].keep == 0.05
+    assert parse(["demo", "--out", "o", "--pair", "natural"])[1].teacher_model == "plada_effnet_lite0"
 
 
 @pytest.fixture(scope="module")

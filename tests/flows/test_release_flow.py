@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from flows.params import PreprocessParams, PublishRequest
+from flows.params import PublishRequest, ReleaseRequest, RunRequest, StudentRecipe
 from flows.release import publish_task
+from plada_core.images import PreprocessConfig
 from plada_core.io import pool, releases
 from plada_core.io.sources import open_source
 
@@ -15,7 +16,7 @@ def request_for(tiny_npz, tmp_path_factory):
     root = tmp_path_factory.mktemp("rel")
     pool.build_reference([open_source(tiny_npz["pool"])], str(root / "pool"), shard_size=128, progress=False)
 
-    def make(**overrides) -> PublishRequest:
+    def make(**overrides) -> ReleaseRequest:
         fields = dict(
             task="tiny",
             version="v1",
@@ -25,9 +26,9 @@ def request_for(tiny_npz, tmp_path_factory):
             target_test=tiny_npz["test"],
             teacher_epochs=3,
             keep=0.2,
-            preprocess=PreprocessParams(image_size=8),
+            preprocess=PreprocessConfig(image_size=8),
         )
-        return PublishRequest(**{**fields, **overrides})
+        return ReleaseRequest(**{**fields, **overrides})
 
     return make
 
@@ -62,15 +63,15 @@ def test_run_waits_out_or_refuses_a_held_lock(prefect_server, request_for):
 
 def test_bad_request_names_the_field():
     with pytest.raises(ValueError, match="keep"):
-        PublishRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b", keep=2.5)
+        ReleaseRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b", keep=2.5)
     with pytest.raises(ValueError, match="task"):
-        PublishRequest(task="bad name", root_url="r", reference_url="r", target_train="a", target_test="b")
+        ReleaseRequest(task="bad name", root_url="r", reference_url="r", target_train="a", target_test="b")
     with pytest.raises(ValueError, match="device.*'gpu'"):
-        PublishRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b", device="gpu")
+        ReleaseRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b", device="gpu")
     with pytest.raises(ValueError, match="codec"):
-        PublishRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b", codec="gzip")
+        ReleaseRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b", codec="gzip")
     with pytest.raises(ValueError, match="max_payload_bytes"):
-        PublishRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b",
+        ReleaseRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b",
                        max_payload_bytes=10)
 
 
@@ -84,19 +85,16 @@ def test_release_with_a_codec_and_a_payload_budget(prefect_server, request_for):
 
 
 def test_the_device_reaches_every_stage_config():
-    from flows.params import StudentRequest
-
-    req = PublishRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b", device="cuda:1")
+    req = ReleaseRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b", device="cuda:1")
     assert req.teacher_config().train.device == req.scoring_config().device == "cuda:1"
-    assert StudentRequest(device="cpu").to_config().train.device == "cpu"
-    assert PublishRequest.model_json_schema()["properties"]["device"]["default"] == "auto"  # the UI form's value
+    assert StudentRecipe(device="cpu").student_config().train.device == "cpu"
+    assert ReleaseRequest.model_json_schema()["properties"]["device"]["default"] == "auto"  # the UI form's value
 
 
 def test_student_runs_report_and_plot_accuracy_over_releases(prefect_server, request_for, tiny_npz):
-    from flows.params import StudentRequest
     from flows.release import train_student_release
 
-    student = StudentRequest(epochs=2, preprocess=PreprocessParams(image_size=8))
+    student = StudentRecipe(student_epochs=2, preprocess=PreprocessConfig(image_size=8))
     for version, keep in (("k10", 0.1), ("k30", 0.3)):
         record = publish_task(request_for(version=version, keep=keep))
         report = train_student_release(record["payload_url"], record["reference_url"], tiny_npz["test"],
@@ -109,17 +107,40 @@ def test_student_runs_report_and_plot_accuracy_over_releases(prefect_server, req
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_ui_form_offers_exactly_the_registered_codecs_and_auto():
-    import typing
+def _form(model) -> dict:
+    """The parameter form the Prefect UI renders for a flow taking ``model`` (its JSON schema), leaves inlined."""
+    schema = model.model_json_schema()
+    props = dict(schema["properties"])
+    for name, prop in schema["properties"].items():
+        if "$ref" in prop:
+            props.update(schema["$defs"][prop["$ref"].split("/")[-1]]["properties"])
+    return props
 
+
+@pytest.mark.parametrize("model", [ReleaseRequest, PublishRequest, RunRequest])
+def test_ui_form_offers_exactly_the_registered_codecs_and_auto(model):
     from plada_core.payload import AUTO, CODECS
 
-    assert set(typing.get_args(PublishRequest.model_fields["codec"].annotation)) == {*CODECS, AUTO}
+    assert set(_form(model)["codec"]["enum"]) == {*CODECS, AUTO}
 
 
-def test_ui_form_offers_exactly_the_registered_selectors():
-    import typing
-
+@pytest.mark.parametrize("model", [ReleaseRequest, PublishRequest, RunRequest])
+def test_ui_form_offers_exactly_the_registered_selectors_and_crops(model):
+    from plada_core.images import CROPS
     from plada_core.selection import SELECTORS
 
-    assert set(typing.get_args(PublishRequest.model_fields["selector"].annotation)) == set(SELECTORS)
+    assert set(_form(model)["selector"]["enum"]) == set(SELECTORS)
+    assert set(_form(model)["crop"]["enum"]) == set(CROPS)
+
+
+def test_ui_form_fields_carry_the_core_configs_defaults_bounds_and_help():
+    from plada_core.selection import SelectionConfig
+    from plada_core.training import TrainConfig
+
+    form = _form(ReleaseRequest)
+    epochs = TrainConfig.__pydantic_fields__["epochs"]
+    assert form["teacher_epochs"]["default"] == TrainConfig().epochs
+    assert form["teacher_epochs"]["description"] == epochs.description
+    assert (form["teacher_epochs"]["minimum"], form["teacher_epochs"]["maximum"]) == (1, 1000)
+    assert form["alpha"]["default"] == SelectionConfig().alpha and form["image_size"]["default"] == 16
+    assert set(_form(StudentRecipe)) >= {"student_epochs", "student_lr", "seed", "device", "image_size"}

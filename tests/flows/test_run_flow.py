@@ -4,29 +4,26 @@ from __future__ import annotations
 
 import json
 
+from flows.params import RunRequest
 from flows.run import plada_run
-from plada_core.config import StudentConfig, TeacherConfig
 from plada_core.images import PreprocessConfig
 from plada_core.io import pool, storage
 from plada_core.payload import decode_payload
-from plada_core.scoring import ScoringConfig
-from plada_core.selection import SelectionConfig
-from plada_core.training import TrainConfig
-
-PRE = PreprocessConfig(image_size=8, channels=1)
 
 
 def _run(tiny_npz, out):
     return plada_run(
-        [tiny_npz["pool"]],
-        tiny_npz["train"],
-        tiny_npz["test"],
-        str(out),
-        teacher=TeacherConfig(train=TrainConfig(epochs=8), preprocess=PRE),
-        scoring=ScoringConfig(batch_size=64),
-        selection=SelectionConfig(keep=0.2),
-        student=StudentConfig(train=TrainConfig(epochs=4), preprocess=PRE),
-        shard_size=128,
+        RunRequest(
+            references=[tiny_npz["pool"]],
+            target_train=tiny_npz["train"],
+            target_test=tiny_npz["test"],
+            out=str(out),
+            teacher_epochs=8,
+            student_epochs=4,
+            keep=0.2,
+            preprocess=PreprocessConfig(image_size=8, channels=1),
+            shard_size=128,
+        )
     )
 
 

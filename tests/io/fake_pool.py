@@ -1,10 +1,13 @@
-"""A tiny in-memory reference source for pool tests: n random 6x6 grey PNGs with alternating labels."""
+"""A tiny in-memory reference source for pool tests (n random 6x6 grey PNGs with alternating labels), and a pool
+built from one and read back with the shard reader."""
 
 import io
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from plada_core.io import pool, storage, tar_stream
 
 
 @dataclass(frozen=True)
@@ -36,3 +39,16 @@ def png(arr) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr, "L").save(buf, format="PNG")
     return buf.getvalue()
+
+
+def build_pool(root: str, n: int = 8, shard_size: int = 4) -> tuple[str, list[str]]:
+    """(pool URL, shard URLs) of a pool of ``n`` fake images under ``root``."""
+    url = storage.join(root, "p")
+    pool.build_reference([FakeSource("a", n)], url, shard_size=shard_size, progress=False)
+    return url, pool.shard_urls(url)
+
+
+def read_all(url: str) -> tuple[list[tuple[int, bytes]], tar_stream.ReadStats]:
+    """Every (index, image bytes) of every shard of the pool at ``url``, with what the reader dropped."""
+    stats = tar_stream.ReadStats()
+    return [s for shard in pool.shard_urls(url) for s in tar_stream.iter_shard(shard, stats)], stats

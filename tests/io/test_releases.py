@@ -49,3 +49,26 @@ def test_concurrent_holders_never_overlap(tmp_path):
     for t in threads:
         t.join()
     assert overlaps == []
+
+
+def test_a_client_resolves_the_current_release_from_the_folder_or_its_pointer(storage_root):
+    releases.write_release(storage_root, "digits", "v1", {"payload_url": "s3://publisher/elsewhere.plada"})
+    releases.promote(storage_root, "digits", "v1")
+    folder = storage.join(storage_root, "tasks", "digits")
+    for given in (folder, folder + "/", storage.join(folder, "latest.json")):
+        current = releases.current_release(given)
+        assert (current["task"], current["version"]) == ("digits", "v1")
+        assert current["payload_url"] == storage.join(folder, "v1", "payload.plada"), "beside the pointer"
+        assert current["latest_url"] == storage.join(folder, "latest.json")
+    assert releases.client_version_url("/out", "digits", "v1").endswith("/out/digits/v1")
+
+
+def test_a_release_url_without_a_pointer_names_the_url_and_the_fix(storage_root):
+    with pytest.raises(FileNotFoundError, match=r"no release at .*nothing.*latest.json does not exist.*ROOT/tasks"):
+        releases.current_release(storage.join(storage_root, "tasks", "nothing"))
+
+
+def test_a_forged_pointer_version_is_refused(tmp_path):
+    storage.write_json(str(tmp_path / "tasks" / "t" / "latest.json"), {"task": "t", "version": "../../etc"})
+    with pytest.raises(ValueError, match="not a valid name"):
+        releases.current_release(str(tmp_path / "tasks" / "t"))

@@ -12,7 +12,7 @@ import pytest
 from fake_pool import FakeSource
 from fsspec.implementations.memory import MemoryFileSystem
 
-from plada_core.io import pool, storage
+from plada_core.io import pool, storage, tar_stream
 
 
 class FlakyMemoryFileSystem(MemoryFileSystem):
@@ -82,8 +82,8 @@ def test_missing_objects_are_not_retried(flaky):
 def test_shard_open_is_retried_and_the_shard_read_whole(flaky):
     pool.build_reference([FakeSource("a", 6)], "flakymem://pool", shard_size=3, progress=False)
     flaky.failures, flaky.attempts = 2, 0
-    stats = pool.ReadStats()
-    got = [i for url in pool.shard_urls("flakymem://pool") for i, _ in pool.iter_shard(url, stats)]
+    stats = tar_stream.ReadStats()
+    got = [i for url in pool.shard_urls("flakymem://pool") for i, _ in tar_stream.iter_shard(url, stats)]
     assert got == list(range(6)) and stats.errors == []
 
 
@@ -92,8 +92,8 @@ def test_a_shard_that_stays_unreachable_is_counted_as_transient(flaky, monkeypat
     (shard,) = pool.shard_urls("flakymem://pool")
     monkeypatch.setenv("PLADA_STORAGE_RETRIES", "0")
     flaky.failures, flaky.attempts = 1, 0
-    stats = pool.ReadStats()
-    assert list(pool.iter_shard(shard, stats)) == []
+    stats = tar_stream.ReadStats()
+    assert list(tar_stream.iter_shard(shard, stats)) == []
     assert stats.counts == {"transient": 1} and stats.transient and "TransientStorageError" in stats.errors[0]
 
 
@@ -117,9 +117,9 @@ def test_reads_survive_a_brief_s3_outage(s3_root, s3_server, s3_client_retries_o
         with s3_server.outage(1.0):
             assert storage.read_bytes(shard) == expected
         assert time.monotonic() - start >= 1.0, "the read really waited out the outage"
-        stats = pool.ReadStats()
+        stats = tar_stream.ReadStats()
         with s3_server.outage(1.0):
-            got = [i for i, _ in pool.iter_shard(shard, stats)]
+            got = [i for i, _ in tar_stream.iter_shard(shard, stats)]
     assert got == [4, 5, 6, 7] and stats.errors == []
     retried = {r.getMessage().split(": ")[0] for r in caplog.records}
     assert retried == {f"reading {shard}", f"opening {shard}"}, "PLADA's backoff bridged both outages"

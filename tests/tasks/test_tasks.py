@@ -8,9 +8,9 @@ import pytest
 
 from plada_core.config import StudentConfig, TeacherConfig
 from plada_core.images import PreprocessConfig
-from plada_core.io import pool, storage, tables
+from plada_core.io import checkpoints, pool, storage, tables
 from plada_core.io.sources import open_source
-from plada_core.payload import PayloadError
+from plada_core.payload import PayloadError, read_header
 from plada_core.scoring import ScoringConfig
 from plada_core.selection import SelectionConfig
 from plada_core.training import TrainConfig
@@ -34,9 +34,8 @@ def published(tiny_npz, tmp_path_factory):
         str(root / "teacher"),
         TeacherConfig(train=TrainConfig(epochs=2), preprocess=PRE),
     )
-    shards = pool.read_reference(ref_url)["shards"]
     scores = [
-        score_shard.fn(storage.join(ref_url, s["name"]), s["n"], teacher, str(root), ScoringConfig()) for s in shards
+        score_shard.fn(s["url"], s["n"], teacher, str(root), ScoringConfig()) for s in pool.list_shards(ref_url)
     ]
     return {"root": root, "ref": ref_url, "teacher": teacher, "scores": scores}
 
@@ -80,7 +79,7 @@ def test_payload_for_another_pool_is_refused(published, tiny_npz, tmp_path):
     other = build_reference_pool.fn([tiny_npz["train"]], str(tmp_path / "other-pool"), shard_size=100)
     cfg = StudentConfig(train=TrainConfig(epochs=1), preprocess=PRE)
     with pytest.raises(PayloadError, match="different reference pool"):
-        train_student.fn(summary["payload"], other, tiny_npz["test"], str(tmp_path / "stu"), cfg)
+        train_student.fn(summary["payload"], other, str(tmp_path / "stu"), cfg, eval_spec=tiny_npz["test"])
     assert not (tmp_path / "stu" / "metrics.json").exists()
 
 
@@ -97,6 +96,22 @@ def test_random_baseline_has_the_requested_size(published, tmp_path):
     cfg = dataclasses.replace(SelectionConfig(), selector="random", keep=37, safety_net=False)
     summary = select_and_encode.fn(published["scores"], published["ref"], published["teacher"], str(tmp_path), cfg)
     assert summary["n_kept"] == 37
+
+
+def test_the_payload_names_the_teachers_classes_and_the_release(published, tmp_path):
+    """A client holds only the pool and the payload: the payload says what its labels mean, and which release
+    it is; the random baseline's payload carries the same names."""
+    common = (published["scores"], published["ref"], published["teacher"])
+    names = checkpoints.load_checkpoint(published["teacher"])[1]["class_names"]
+    summary = select_and_encode.fn(*common, str(tmp_path / "sel"), SelectionConfig(keep=0.1), task="tiny",
+                                   version="v3")
+    decoded = pool.decode_for_pool(storage.read_bytes(summary["payload"]), published["ref"])
+    assert (decoded.class_names, decoded.task, decoded.version) == (tuple(names), "tiny", "v3")
+    assert decoded.k == summary["n_kept"] and decoded.format_version == 2
+    cfg = dataclasses.replace(SelectionConfig(), selector="random", keep=summary["n_kept"], safety_net=False)
+    baseline = select_and_encode.fn(*common, str(tmp_path / "random"), cfg)  # the flows' call: no task, version
+    header = read_header(storage.read_bytes(baseline["payload"]))
+    assert (header["class_names"], header["task"], header["version"]) == (tuple(names), None, None)
 
 
 @pytest.mark.parametrize("codec", ["paper-zstd19", "context-rc", "context-rc2", "layout-rc", "auto"])
@@ -121,8 +136,8 @@ def test_auto_codec_keeps_the_smallest_payload_and_the_client_decodes_it(publish
     assert (auto["codec"], auto["codec_requested"]) == (best, "auto")
     assert auto["payload_bytes"] == sizes[best]["payload_bytes"]
     cfg = StudentConfig(train=TrainConfig(epochs=1), preprocess=PRE)
-    metrics = train_student.fn(sizes["layout-rc"]["payload"], published["ref"], tiny_npz["test"],
-                               str(tmp_path / "stu"), cfg)  # the client reads its own pool's layout to decode
+    metrics = train_student.fn(sizes["layout-rc"]["payload"], published["ref"], str(tmp_path / "stu"), cfg,
+                               eval_spec=tiny_npz["test"])  # the client reads its own pool's layout to decode
     assert metrics["n_train"] == sizes["layout-rc"]["n_kept"]
 
 

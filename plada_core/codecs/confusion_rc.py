@@ -1,4 +1,7 @@
-"""Codec "context-rc2": the gaps of "context-rc", labels under a model of each class's confusions.
+"""Codec "context-rc2" (id 3): the gaps of "context-rc", labels under a model of each class's confusions.
+
+The module is named after what it models (the labels a teacher confuses each class with); the codec keeps
+the name it was registered under, which payload headers, settings and command lines carry.
 
 Same body layout, range coder, padding and bounded decoding as ``context_rc`` (its docstring is the
 reference); gaps are coded exactly as there. What changes is the label model. On the simulator at 1 %

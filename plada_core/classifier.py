@@ -1,4 +1,4 @@
-"""Teacher (and student) construction from a recipe or a checkpoint's metadata."""
+"""Classifiers, teachers and students alike: trained from a recipe, or rebuilt from a checkpoint's metadata."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from torch import nn
 
 from plada_core.images import PreprocessConfig
 from plada_core.models import create_model
+from plada_core.stream_training import StreamFit, train_classifier_streaming
 from plada_core.training import TrainConfig, train_classifier
 
-__all__ = ["checkpoint_meta", "fit_classifier", "model_from_checkpoint"]
+__all__ = ["checkpoint_meta", "class_names_for", "fit_classifier", "fit_classifier_streaming",
+           "model_from_checkpoint"]
 
 
 def fit_classifier(
@@ -23,10 +25,30 @@ def fit_classifier(
     return train_classifier(model, x, y, cfg, desc=desc)
 
 
+def fit_classifier_streaming(stream, n_classes: int, in_chans: int, cfg: TrainConfig, num_workers: int = 0,
+                             desc: str = "train", feature_cache_url: str | None = None) -> StreamFit:  # fmt: skip
+    """A fresh ``cfg.model`` trained on a stream of (image, label) batches (``plada_core.io.payload_stream``);
+    the same recipe as :func:`fit_classifier`, model initialisation included."""
+    torch.manual_seed(cfg.seed)  # model init is part of the recipe
+    model = create_model(cfg.model, num_classes=n_classes, in_chans=in_chans)
+    return train_classifier_streaming(model, stream, None, cfg, num_workers=num_workers, desc=desc,
+                                      feature_cache_url=feature_cache_url)
+
+
+def class_names_for(n_classes: int, *candidates) -> tuple[list[str], int | None]:
+    """The first of ``candidates`` (name lists, None where unknown) with exactly ``n_classes`` names, and its
+    position; ``class_0 .. class_{C-1}`` and None when none fits (a format-1 payload and no evaluation split)."""
+    for position, names in enumerate(candidates):
+        if names is not None and len(names) == n_classes:
+            return [str(n) for n in names], position
+    return [f"class_{i}" for i in range(n_classes)], None
+
+
 def checkpoint_meta(
     model_name: str, n_classes: int, preprocess: PreprocessConfig, class_names: list[str], **extra
 ) -> dict:
-    """Everything needed to rebuild the model and its exact preprocessing from the checkpoint alone."""
+    """Everything needed to rebuild the model and its exact preprocessing from the checkpoint alone; ``extra``
+    adds provenance (a student's: payload fingerprint and sha256, task, version, test accuracy)."""
     return {
         "model": model_name,
         "num_classes": n_classes,

@@ -1,0 +1,142 @@
+"""Selection benchmark, per run: select and pack with the publishing core, decode, train and test the student.
+
+Every run publishes exactly as ``plada run`` does (``plada_core.publishing.select_and_pack``, the paper codec),
+decodes the payload again (so what the student sees is what travels) and trains the student recipe on the
+pseudo-labelled pool images. A pair's finished runs are kept one JSON each, so an interrupted benchmark resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.selection_prepare import Prepared, frozen_student, prepare_pair, relevance_auroc
+from plada_core.classifier import fit_classifier
+from plada_core.devices import model_device
+from plada_core.models import create_model
+from plada_core.payload import decode_payload
+from plada_core.publishing import select_and_pack
+from plada_core.selection import SelectionConfig, energy_direction
+from plada_core.training import TrainConfig, accuracy, features, train_head
+
+__all__ = ["PAPER_CODEC", "collect_pair", "run_one", "run_pair", "selection_config"]
+
+PAPER_CODEC = "paper-zstd19"
+
+
+def selection_config(selector: str, keep: float, seed: int) -> SelectionConfig:
+    """``random`` without the Safety-Net (the baseline ``plada run`` reports); ``NAME-nosn`` without; others with."""
+    name, _, flag = selector.partition("-")
+    safety_net = name != "random" and flag != "nosn"
+    return SelectionConfig(selector=name, keep=keep, safety_net=safety_net, seed=seed)
+
+
+def run_one(prep: Prepared, selector: str, keep: float, seed: int, trained: dict | None = None) -> dict:
+    """One selection → payload → student. ``trained`` maps (kept indices, labels, seed) to a student accuracy:
+    training is deterministic, so a selector that keeps exactly the set another already kept (``auto_energy``
+    when it picks low energy, say) reuses that student instead of training an identical one."""
+    start = time.perf_counter()
+    packed = select_and_pack(
+        prep.scores, prep.class_names, selection_config(selector, keep, seed), PAPER_CODEC,
+        n_reference=len(prep.index), fingerprint=prep.fingerprint, index=prep.index, meta={"teacher": prep.teacher},
+    )  # fmt: skip
+    payload = packed.payload
+    decoded = decode_payload(payload, expected_fingerprint=prep.fingerprint)
+    x = prep.x_pool[torch.from_numpy(decoded.indices.astype(np.int64))]
+    y = torch.from_numpy(decoded.labels.astype(np.int64))
+    pair = prep.pair
+    key = (decoded.indices.tobytes(), decoded.labels.tobytes(), seed)
+    if trained is not None and key in trained:
+        student_acc = trained[key]
+    else:
+        cfg = TrainConfig(model=pair.student_model, epochs=pair.student_epochs, seed=seed)
+        student_acc = _student_accuracy(prep, x, y, cfg)
+        if trained is not None:
+            trained[key] = student_acc
+    info = prep.index.set_index("index").loc[decoded.indices]
+    relevant = info["source"].isin(pair.relevant).to_numpy() if pair.relevant else None
+    pl_acc = None
+    if relevant is not None and relevant.any() and pair.same_labels:
+        pl_acc = float((decoded.labels[relevant] == info["source_label"].to_numpy()[relevant]).mean())
+    scores = prep.scores
+    direction = energy_direction({c: scores[c].to_numpy() for c in scores.columns}) if "knn_sim" in scores else None
+    return {
+        "pair": None, "selector": selector, "keep": keep, "seed": seed,
+        "student_acc": student_acc, "teacher_acc": prep.teacher_acc,
+        "payload_bytes": len(payload), "n_kept": len(decoded.indices),
+        "relevant_frac": float(relevant.mean()) if relevant is not None else None, "pseudo_label_acc": pl_acc,
+        "class_histogram": json.dumps(np.bincount(decoded.labels, minlength=prep.n_classes).tolist()),
+        "energy_direction": direction, "wall_s": round(time.perf_counter() - start, 2),
+    }  # fmt: skip
+
+
+def _student_accuracy(prep: Prepared, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig) -> float:
+    """Train the student recipe on (x, y) and test it. With a frozen backbone ``x`` already holds features: the
+    head is trained exactly as ``fit_classifier`` would train it (same seed, same steps), only faster."""
+    if prep.frozen_student:
+        torch.manual_seed(cfg.seed)  # model init is part of the recipe, as in fit_classifier
+        model = create_model(cfg.model, num_classes=prep.n_classes, in_chans=prep.pair.student_input.channels)
+        train_head(model, x, y, cfg)
+        with torch.no_grad():
+            logits = model.forward_head(prep.x_test.to(model_device(model))).cpu()
+        return float((logits.argmax(1) == prep.y_test).float().mean())
+    return accuracy(fit_classifier(x, y, prep.n_classes, cfg), prep.x_test, prep.y_test)
+
+
+def full_data_accuracy(prep: Prepared, cache: Path) -> float:
+    """The reference a payload competes with: the student recipe (seed 0) trained on the whole target train
+    split with its true labels, tested like every run. Cached in ``cache``."""
+    from tasks.common import load_split
+
+    if cache.exists():
+        return json.loads(cache.read_text())["student_acc"]
+    pair = prep.pair
+    x, y, _ = load_split(pair.target_train, pair.student_input)
+    if prep.frozen_student:
+        x = features(frozen_student(pair, prep.n_classes), x)
+    cfg = TrainConfig(model=pair.student_model, epochs=pair.student_epochs, seed=0)
+    acc = _student_accuracy(prep, x, y, cfg)
+    cache.write_text(json.dumps({"student_acc": acc, "n_train": len(y)}))
+    return acc
+
+
+def collect_pair(name: str, work: Path) -> tuple[list[dict], dict]:
+    """The finished runs of ``name`` under ``work`` (whatever an interrupted benchmark left), without running."""
+    info_path = work / name / "info.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    rows = [json.loads(p.read_text()) for p in sorted((work / name / "runs").glob("*.json"))]
+    return rows, info
+
+
+def run_pair(name: str, selectors, keeps, seeds, work: Path, log=print) -> tuple[list[dict], dict]:
+    """Every (seed, keep, selector) run of pair ``name`` not finished yet under ``work``, and the pair's info."""
+    t0 = time.perf_counter()
+    prep = prepare_pair(name, work)
+    info = {"prepare_s": round(time.perf_counter() - t0, 1), "teacher_acc": prep.teacher_acc,
+            "n_pool": len(prep.index), "auroc": relevance_auroc(prep)}  # fmt: skip
+    log(f"[{name}] prepared in {info['prepare_s']} s: pool {info['n_pool']}, teacher {prep.teacher_acc:.4f}, "
+        f"AUROC {info['auroc']}")  # fmt: skip
+    info["full_data_acc"] = full_data_accuracy(prep, work / name / "full-data.json")
+    log(f"[{name}] student recipe on the full target train split (true labels): {info['full_data_acc']:.4f}")
+    rows, done_dir, trained = [], work / name / "runs", {}
+    done_dir.mkdir(parents=True, exist_ok=True)
+    (work / name / "info.json").write_text(json.dumps(info))
+    for seed in seeds:
+        for keep in keeps:
+            for selector in selectors:
+                path = done_dir / f"{selector}-{keep}-{seed}.json"
+                if path.exists():
+                    row = json.loads(path.read_text())
+                else:
+                    row = {**run_one(prep, selector, keep, seed, trained), "pair": name}
+                    path.write_text(json.dumps(row))
+                    log(f"[{name}] {selector:>12} keep {keep:<6} seed {seed}: student {row['student_acc']:.4f} "
+                        f"rel {row['relevant_frac']} ({row['wall_s']} s)")  # fmt: skip
+                rows.append(row)
+    info["wall_s"] = round(time.perf_counter() - t0, 1)
+    (work / name / "info.json").write_text(json.dumps(info))
+    return rows, info

@@ -1,0 +1,342 @@
+"""``--selector auto``: choose the selector by measuring it, on a validation split the publisher holds.
+
+Which selector trains the best student depends on the task; the paper's default (energy + Safety-Net) often loses
+to random. The publisher has the labelled target train split, so it can hold some of it out
+(``plada_core.holdout``), build each candidate payload at the requested budget, train a proxy student on it, and
+keep the candidate with the best validation accuracy. This module holds the pure parts:
+
+- ``candidate_grid``: the candidates the score table supports (every registered selector whose columns are
+  there, Safety-Net off and on, a small alpha grid).
+- ``choose``: evaluate each candidate with the caller's function, rank, break ties towards the simpler candidate,
+  and predict the client's accuracy with its uncertainty.
+- ``proxy_student_accuracy``: the student recipe for a few epochs on in-memory tensors (or cached features of a
+  frozen backbone), scored on the validation split.
+
+The caller (a task) owns storage and the payload bytes: ``evaluate`` builds the selection, measures its payload
+and calls ``proxy_student_accuracy``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from statistics import NormalDist
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from plada_core.devices import model_device
+from plada_core.models import create_model
+from plada_core.selection import SELECTORS, SelectionConfig, get_selector
+from plada_core.training import TrainConfig, accuracy, train_classifier, train_head
+
+__all__ = [
+    "REDUNDANT_SELECTORS",
+    "AutoChoice",
+    "Candidate",
+    "CandidateResult",
+    "PredictedAccuracy",
+    "candidate_grid",
+    "choose",
+    "proxy_student_accuracy",
+    "required_columns",
+    "standard_error",
+    "wilson_interval",
+]
+
+# ``auto_energy`` is ``energy`` or ``opposite_energy`` exactly (whichever direction it detects); both are in the grid.
+REDUNDANT_SELECTORS = ("auto_energy",)
+_Z95 = NormalDist().inv_cdf(0.975)
+
+
+class _ColumnProbe(Mapping):
+    """A score table that has every column (zeros) and records which ones a selector reads."""
+
+    _ANY = "\0any"  # what iteration yields: reading it says nothing about the columns a selector needs
+
+    def __init__(self, n: int = 4) -> None:
+        self.read: set[str] = set()
+        self._n = n
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name != self._ANY:
+            self.read.add(name)
+        return np.zeros(self._n, dtype=np.float32)
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([self._ANY])
+
+    def __len__(self) -> int:
+        return 1
+
+
+def required_columns(selector: str) -> frozenset[str]:
+    """The score columns ``selector`` reads, found by running it on a probe table (``random``: none).
+
+    Asking the selector itself keeps this in step with ``selection.SELECTORS`` without a second table to maintain.
+    """
+    probe = _ColumnProbe()
+    get_selector(selector)(probe, np.random.default_rng(0))
+    return frozenset(probe.read)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One selection recipe to try. ``simplicity`` breaks ties, lower first: 0 random, 1 a scoring selector
+    without the Safety-Net, 2 any selector with it (more moving parts, more ways to overfit the validation)."""
+
+    name: str
+    config: SelectionConfig
+    simplicity: int
+
+
+def _candidate(selector: str, safety_net: bool, alpha: float, base: SelectionConfig) -> Candidate:
+    if safety_net:
+        return Candidate(f"{selector}+sn({alpha:g})", replace(base, selector=selector, safety_net=True, alpha=alpha), 2)
+    return Candidate(selector, replace(base, selector=selector, safety_net=False), 0 if selector == "random" else 1)
+
+
+def candidate_grid(
+    available_columns: Iterable[str],
+    base: SelectionConfig,
+    alphas: Sequence[float] = (0.0, 0.5, 1.0),
+    selectors: Sequence[str] | None = None,
+    skip: Sequence[str] = REDUNDANT_SELECTORS,
+) -> list[Candidate]:
+    """Every selector whose columns are in ``available_columns``, Safety-Net off, then on at ``base.alpha`` and at
+    each of ``alphas``; ordered simplest first (``random`` leads, registry order after it, base alpha before the
+    grid), which is also the tie-break order of ``choose``.
+
+    ``keep`` and ``seed`` come from ``base``. Safety-Net candidates need the "pred" column. ``selectors``
+    restricts the registry (default: all of ``SELECTORS``); ``skip`` drops selectors that would repeat another
+    candidate. With the full score table (``SCORE_COLUMNS`` + ``RELEVANCE_COLUMNS``) and the default alphas
+    around a base alpha of 0.5 that is 8 selectors x (1 + 3) = 32 candidates; the paper's columns alone give
+    4 x 4 = 16; ``alphas=()`` halves either.
+    """
+    columns = set(available_columns)
+    names = [s for s in (SELECTORS if selectors is None else selectors) if s not in skip]
+    names = sorted(names, key=lambda s: s != "random")  # stable: registry order after random
+    usable = [s for s in names if required_columns(s) <= columns]
+    sn_alphas = list(dict.fromkeys([float(base.alpha), *map(float, alphas)]))
+    grid = [_candidate(s, False, base.alpha, base) for s in usable]
+    if "pred" in columns:
+        grid += [_candidate(s, True, a, base) for s in usable for a in sn_alphas]
+    return sorted(grid, key=lambda c: c.simplicity)  # stable: keeps the order above inside each tier
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """What ``evaluate`` measured for one candidate: the proxy student's accuracy on ``n_val`` validation
+    images, the selection's size and payload bytes, and the seconds the evaluation took."""
+
+    val_acc: float
+    n_val: int
+    n_kept: int
+    payload_bytes: int
+    wall_s: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.val_acc <= 1:
+            raise ValueError(f"val_acc must be in [0, 1], got {self.val_acc!r}")
+        if self.n_val < 1:
+            raise ValueError(f"n_val must be >= 1, got {self.n_val!r}")
+
+
+def standard_error(p: float, n: int) -> float:
+    """Binomial standard error ``sqrt(p (1 - p) / n)`` of an accuracy ``p`` measured on ``n`` images."""
+    return math.sqrt(p * (1 - p) / n)
+
+
+def wilson_interval(p: float, n: int, z: float = _Z95) -> tuple[float, float]:
+    """Wilson score interval for an accuracy ``p`` over ``n`` images (95 % by default); unlike p ± z·SE it stays
+    inside [0, 1] and is not empty at p = 0 or 1."""
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _expected_max_normal(k: int) -> float:
+    """E[max of k independent standard normals], Blom's approximation (0 for k = 1, 1.55 for 10, 2.07 for 32)."""
+    return NormalDist().inv_cdf((k - 0.375) / (k + 0.25))
+
+
+@dataclass(frozen=True)
+class PredictedAccuracy:
+    """The client's expected accuracy: the winner's validation accuracy, its binomial SE and 95 % Wilson interval.
+
+    ``optimism_bound`` is how much picking the best of ``n_candidates`` noisy estimates inflates the winner's
+    (winner's curse), estimated for the worst case where every candidate is truly equally good and their errors
+    independent: SE x E[max of K standard normals]. Truly different candidates, and errors correlated through
+    the shared validation set, both make the bias smaller, so expect the client between
+    ``value - optimism_bound`` and ``value`` (each ± the SE). ``runner_up_gap`` is the winner's accuracy minus
+    the best other one (negative when a tie went to a simpler candidate): well above ``optimism_bound``, the
+    winner stands out; below it, the top of the ranking is noise. For an unbiased number, score the winner
+    once more on images no candidate was chosen with.
+    """
+
+    value: float
+    se: float
+    ci95: tuple[float, float]
+    n_val: int
+    n_candidates: int
+    optimism_bound: float
+    runner_up_gap: float
+
+    @property
+    def note(self) -> str:
+        return (
+            f"validation accuracy of the best of {self.n_candidates} candidates: optimistic by up to "
+            f"{self.optimism_bound:.4f} (winner's curse; the runner-up is {self.runner_up_gap:.4f} behind); "
+            f"measured with the proxy student, so a longer client training may land higher"
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "value": self.value,
+            "se": self.se,
+            "ci95": list(self.ci95),
+            "n_val": self.n_val,
+            "n_candidates": self.n_candidates,
+            "optimism_bound": self.optimism_bound,
+            "runner_up_gap": self.runner_up_gap,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    """``table``: one row per candidate, best validation accuracy first (ties: simpler, then earlier);
+    ``winner`` and its ``result``; ``predicted`` client accuracy; ``tie_tolerance`` as applied."""
+
+    table: list[dict]
+    winner: Candidate
+    result: CandidateResult
+    predicted: PredictedAccuracy
+    tie_tolerance: float
+
+    def summary(self) -> dict:
+        """JSON-ready record of the choice, for the publish report."""
+        return {
+            "winner": self.winner.name,
+            "config": asdict(self.winner.config),
+            "predicted_accuracy": self.predicted.as_dict(),
+            "tie_tolerance": self.tie_tolerance,
+            "candidates": self.table,
+        }
+
+
+def choose(
+    candidates: Sequence[Candidate],
+    evaluate: Callable[[Candidate], CandidateResult],
+    tie_tolerance: float | None = None,
+) -> AutoChoice:
+    """Evaluate every candidate once, in order, and pick the best validation accuracy, ties to the simpler.
+
+    Candidates within ``tie_tolerance`` of the best accuracy count as tied; among them the lowest
+    ``simplicity`` wins, then the earliest in ``candidates``. ``None`` (the default) means one validation
+    image, ``1 / n_val``: a difference of one image is far inside the noise (0.02 points at 5,000 images, a
+    thirtieth of the SE), so calling it a tie costs at most that much expected accuracy while preferring the
+    candidate with fewer ways to have fitted the validation set by chance. It also absorbs float rounding of
+    accuracies computed as means. Pass 0 for exact ties only; a tolerance of one SE (the "one-standard-error
+    rule") would favour simple candidates more strongly, at a real cost when a selector is a point better.
+    """
+    if not candidates:
+        raise ValueError("no candidates to choose from: the score table supports none (see candidate_grid)")
+    if len({c.name for c in candidates}) != len(candidates):
+        raise ValueError(f"candidate names must be unique, got {[c.name for c in candidates]}")
+    results = [evaluate(c) for c in candidates]
+    best = max(range(len(results)), key=lambda i: (results[i].val_acc, -candidates[i].simplicity, -i))
+    tol = 1 / results[best].n_val if tie_tolerance is None else float(tie_tolerance)
+    if not tol >= 0:
+        raise ValueError(f"tie_tolerance must be >= 0 or None (one validation image), got {tie_tolerance!r}")
+    # 1e-9: accuracies are counts / n_val, and "one image behind" must not hinge on how 0.701 - 0.001 rounds
+    tied = [i for i, r in enumerate(results) if r.val_acc >= results[best].val_acc - tol - 1e-9]
+    win = min(tied, key=lambda i: (candidates[i].simplicity, i))
+    order = sorted(range(len(results)), key=lambda i: (-results[i].val_acc, candidates[i].simplicity, i))
+    table = [_row(candidates[i], results[i], chosen=i == win) for i in order]
+    return AutoChoice(table, candidates[win], results[win], _predict(results, win), tol)
+
+
+def _row(c: Candidate, r: CandidateResult, chosen: bool) -> dict:
+    return {
+        "candidate": c.name,
+        "selector": c.config.selector,
+        "safety_net": c.config.safety_net,
+        "alpha": c.config.alpha if c.config.safety_net else None,
+        "val_acc": r.val_acc,
+        "val_acc_se": standard_error(r.val_acc, r.n_val),
+        "n_val": r.n_val,
+        "n_kept": r.n_kept,
+        "payload_bytes": r.payload_bytes,
+        "wall_s": r.wall_s,
+        "chosen": chosen,
+    }
+
+
+def _predict(results: list[CandidateResult], win: int) -> PredictedAccuracy:
+    r = results[win]
+    se = standard_error(r.val_acc, r.n_val)
+    others = [x.val_acc for i, x in enumerate(results) if i != win]
+    return PredictedAccuracy(
+        value=r.val_acc,
+        se=se,
+        ci95=wilson_interval(r.val_acc, r.n_val),
+        n_val=r.n_val,
+        n_candidates=len(results),
+        optimism_bound=se * _expected_max_normal(len(results)),
+        runner_up_gap=r.val_acc - max(others) if others else 0.0,
+    )
+
+
+@torch.no_grad()
+def _head_accuracy(model: torch.nn.Module, feats: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> float:
+    device = model_device(model)
+    pred = torch.cat([model.forward_head(feats[i : i + batch_size].to(device)).argmax(1).cpu()
+                      for i in range(0, len(feats), batch_size)])  # fmt: skip
+    return float((pred == y).float().mean())
+
+
+def proxy_student_accuracy(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    train_cfg: TrainConfig,
+    epochs: int,
+    n_classes: int,
+    in_chans: int = 3,
+) -> float:
+    """Validation accuracy of ``train_cfg.model`` trained by the student recipe for ``epochs`` epochs.
+
+    ``x_*`` are images (N x C x H x W float, as the student sees them) or, for a frozen-backbone model
+    (``FrozenEffNetLite0``), that model's features (N x num_features, from ``training.features``): then only
+    the head trains, exactly as ``train_classifier`` would do, and a caller that tries many selections of one
+    pool computes each pool and validation image's features once. ``in_chans`` is only read with features.
+    ``n_classes`` is the task's, not the selection's (a small selection may miss a class). Seeded by
+    ``train_cfg.seed``: on the CPU two calls give the same number.
+    """
+    if len(x_val) != len(y_val) or len(x_val) == 0:
+        raise ValueError(
+            f"need the same non-zero number of validation inputs and labels, got {len(x_val)} and {len(y_val)}"
+        )
+    if x_train.ndim != x_val.ndim or x_train.shape[1:] != x_val.shape[1:]:
+        raise ValueError(f"train and validation inputs differ in shape: {tuple(x_train.shape)}, {tuple(x_val.shape)}")
+    cfg = replace(train_cfg, epochs=epochs)
+    if x_train.ndim == 4:
+        model = create_model(cfg.model, n_classes, in_chans=x_train.shape[1])
+        return accuracy(train_classifier(model, x_train, y_train, cfg, desc="proxy"), x_val, y_val)
+    if x_train.ndim != 2:
+        raise ValueError(f"inputs must be images (N x C x H x W) or features (N x F), got shape {tuple(x_train.shape)}")
+    model = create_model(cfg.model, n_classes, in_chans=in_chans)
+    if not getattr(model, "frozen_backbone", False):
+        raise ValueError(
+            f"features were given, but {cfg.model!r} trains its backbone: pass images, or use a frozen-backbone "
+            f"model such as 'plada_effnet_lite0'"
+        )
+    return _head_accuracy(train_head(model, x_train, y_train, cfg, desc="proxy"), x_val, y_val)
+

@@ -1,0 +1,170 @@
+"""What every source shares: the ``Source`` interface, encoded samples, keys, the seeded split, array sources."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from plada_core.images import decode_image, encode_png
+
+__all__ = [
+    "SPLITS",
+    "SPLIT_SEED",
+    "ArraySource",
+    "EncodedSample",
+    "Source",
+    "SourceOptions",
+    "sanitize",
+    "stratified_split",
+]
+
+SPLIT_SEED = 0
+SPLITS = ("train", "test")
+
+UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+
+
+@dataclass(frozen=True)
+class EncodedSample:
+    """One image as it goes into a reference shard."""
+
+    key: str  # stable, unique within the source, only [A-Za-z0-9_-] (webdataset splits on '.')
+    data: bytes  # PNG for array sources (lossless); the original bytes for JPEG/PNG files
+    ext: str  # "png" or "jpg"
+    label: int
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Settings shared by all factories; ``data_dir`` holds ``cifar10/`` and ``tiny-imagenet-32/``."""
+
+    data_dir: Path
+
+
+class Source:
+    """A finite, ordered set of labelled images; subclasses provide ``__len__`` and ``iter_encoded``."""
+
+    def __init__(self, spec: str, name: str, class_names: Sequence[str]) -> None:
+        self.spec = spec
+        self.name = sanitize(name)
+        self.class_names = list(class_names)
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def iter_encoded(self) -> Iterator[EncodedSample]:
+        """Stream the images in canonical order, encoded, with their keys and labels."""
+        raise NotImplementedError
+
+    def load_arrays(self) -> tuple[list[np.ndarray] | np.ndarray, np.ndarray]:
+        """All images decoded (uint8 HxW or HxWx3; one stacked array when they share a shape) and int64 labels.
+
+        Holds everything in memory: meant for target splits, not for a large pool.
+        """
+        images, labels = [], []
+        for sample in self.iter_encoded():
+            images.append(decode_image(sample.data))
+            labels.append(sample.label)
+        return _stack_if_uniform(images), np.asarray(labels, dtype=np.int64)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.spec!r} name={self.name!r} classes={len(self.class_names)}>"
+
+
+# --- small helpers ---------------------------------------------------------------------------------------------
+
+
+def sanitize(text: str) -> str:
+    """``text`` with every character outside ``[A-Za-z0-9_-]`` replaced by '_' (webdataset-safe keys)."""
+    return UNSAFE_KEY_CHARS.sub("_", text)
+
+
+def _stack_if_uniform(images: list[np.ndarray]) -> list[np.ndarray] | np.ndarray:
+    if images and all(img.shape == images[0].shape for img in images):
+        return np.stack(images)
+    return images
+
+
+def split_arg(spec: str, split: str | None) -> str | None:
+    if split not in (None, *SPLITS):
+        raise ValueError(f"source {spec!r}: unknown split {split!r}; use no suffix (all images), ':train' or ':test'")
+    return split
+
+
+def with_split(prefix: str, split: str | None) -> tuple[str, str]:
+    """(spec, name) of a built-in source, e.g. ("mnist5k:train", "mnist5k-train")."""
+    return (f"{prefix}:{split}", f"{prefix}-{split}") if split else (prefix, prefix)
+
+
+def default_class_names(labels: np.ndarray) -> list[str]:
+    return [str(c) for c in range(int(labels.max()) + 1)] if len(labels) else []
+
+
+# --- seeded stratified split ------------------------------------------------------------------------------------
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, test) positions; every class keeps about ``test_fraction`` of its images in test.
+
+    Test size is ``ceil(N * test_fraction)``; per-class counts are floors plus one for the classes with the largest
+    remainders (ties by class order), so the split is exact and deterministic for given labels and seed.
+    """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    # round() first: 111100 * 0.1 is 11110.000000000002 in floating point, which ceil would turn into 11111.
+    total = math.ceil(round(len(labels) * test_fraction, 9))
+    quota = counts * test_fraction
+    n_test = np.floor(quota).astype(np.int64)
+    extra = np.argsort(-(quota - n_test), kind="stable")[: total - n_test.sum()]
+    n_test[extra] += 1
+    rng = np.random.default_rng(seed)
+    test = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, n_test)]
+    test_idx = np.sort(np.concatenate(test)) if test else np.zeros(0, np.int64)
+    train_idx = np.setdiff1d(np.arange(len(labels)), test_idx)
+    return train_idx, test_idx
+
+
+def take_split(images: np.ndarray, labels: np.ndarray, split: str | None, test_fraction: float):
+    if split is None:
+        return images, labels
+    train, test = stratified_split(labels, test_fraction)
+    idx = train if split == "train" else test
+    return images[idx], labels[idx]
+
+
+# --- in-memory arrays (packaged data sets, fashion-mnist, npz) ----------------------------------------------------
+
+
+class ArraySource(Source):
+    """Images held as uint8 arrays, loaded on first use (opening a source stays cheap) and encoded as PNG."""
+
+    def __init__(self, spec: str, name: str, class_names: Sequence[str],
+                 load: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
+        super().__init__(spec, name, class_names)
+        self._load = load
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _data(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._arrays is None:
+            images, labels = self._load()
+            self._arrays = (images, np.asarray(labels, dtype=np.int64))
+        return self._arrays
+
+    def __len__(self) -> int:
+        return len(self._data()[1])
+
+    def iter_encoded(self) -> Iterator[EncodedSample]:
+        images, labels = self._data()
+        for i, (image, label) in enumerate(zip(images, labels)):
+            yield EncodedSample(f"{self.name}-{i:08d}", encode_png(image), "png", int(label))
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The cached arrays themselves (no copy): treat them as read-only."""
+        return self._data()

@@ -1,0 +1,67 @@
+"""``imagefolder:PATH``: ``PATH/<class>/<image>``, classes in sorted order, every file checked at open."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+from plada_core.images import as_png_or_jpg, decode_image
+from plada_core.io.sources.base import EncodedSample, Source, SourceOptions
+
+__all__ = ["IMAGE_SUFFIXES", "ImageFolderSource", "open_imagefolder"]
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+class ImageFolderSource(Source):
+    """``root/<class>/<image>``; class ids follow sorted folder names, images sorted by file name.
+
+    Opening decodes every file once, so ``len()`` is exact and the pool never receives undecodable bytes.
+    Unreadable files are listed in ``unreadable`` as (path, reason) and announced with a warning.
+    Files without an image suffix (``IMAGE_SUFFIXES``) and hidden files are not images and are ignored.
+    """
+
+    def __init__(self, spec: str, root: Path) -> None:
+        classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not classes:
+            raise ValueError(f"{spec}: {root} has no class sub-folders; expected {root}/<class>/<image files>")
+        super().__init__(spec, root.name, classes)
+        self.items: list[tuple[Path, int]] = []
+        self.unreadable: list[tuple[Path, str]] = []
+        for label, cls in enumerate(classes):
+            for path in sorted(p for p in (root / cls).iterdir() if _is_image_file(p)):
+                self._check(path, label)
+        if self.unreadable:
+            first, reason = self.unreadable[0]
+            warnings.warn(f"{spec}: skipped {len(self.unreadable)} unreadable image file(s), e.g. {first}: {reason}; "
+                          "see the source's .unreadable list", stacklevel=4)
+
+    def _check(self, path: Path, label: int) -> None:
+        try:
+            decode_image(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            self.unreadable.append((path, str(exc)[:200]))
+        else:
+            self.items.append((path, label))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def iter_encoded(self) -> Iterator[EncodedSample]:
+        for i, (path, label) in enumerate(self.items):
+            data, ext = as_png_or_jpg(path.read_bytes(), lambda: f"{self.spec}: {path}")
+            yield EncodedSample(f"{self.name}-{i:08d}", data, ext, label)
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def open_imagefolder(arg: str | None, opts: SourceOptions) -> Source:
+    if not arg:
+        raise ValueError("imagefolder: needs a path, e.g. imagefolder:/data/photos (one sub-folder per class)")
+    root = Path(arg).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"imagefolder:{arg}: no such folder; expected {root}/<class>/<image files>")
+    return ImageFolderSource(f"imagefolder:{arg}", root)

@@ -1,0 +1,88 @@
+"""``npz:PATH``: arrays ``images`` (N,H,W) or (N,H,W,3) uint8, ``labels`` (N,) int, optional ``class_names``.
+
+One file holds one split; files are read without pickle, and every problem names the array and the fix.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from plada_core.io.sources.base import SPLITS, ArraySource, Source, SourceOptions, default_class_names
+
+__all__ = ["open_npz"]
+
+_NPZ_FIX = "write it with np.savez(path, images=..., labels=...)"
+
+
+def open_npz(arg: str | None, opts: SourceOptions) -> Source:
+    if not arg:
+        raise ValueError("npz: needs a path, e.g. npz:/data/target_train.npz")
+    where = f"npz:{arg}"
+    path = Path(arg).expanduser()
+    if not path.exists():
+        base, _, suffix = arg.rpartition(":")
+        if suffix in SPLITS and Path(base).expanduser().exists():
+            raise ValueError(f"{where}: ':{suffix}' splits are not supported for npz; save each split as its own file")
+        raise FileNotFoundError(f"{where}: file not found; give the path of an .npz with arrays 'images' and 'labels'")
+    images, labels, class_names = _read_npz(path, where)
+    return ArraySource(where, path.stem, class_names, lambda: (images, labels))
+
+
+def _read_npz(path: Path, where: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{where}: not a readable .npz archive ({exc}); {_NPZ_FIX}") from exc
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{where}: is a single .npy array, not an .npz archive; {_NPZ_FIX}")
+    with archive:
+        names = [n for n in ("images", "labels", "class_names") if n in archive]
+        arrays = {name: _npz_array(archive, name, where) for name in names}
+        for required in ("images", "labels"):
+            if required not in arrays:
+                raise ValueError(f"{where}: no array {required!r} (it has {sorted(archive.files)}); {_NPZ_FIX}")
+    images, labels = _check_images(arrays["images"], where), _check_labels(arrays["labels"], where)
+    if len(labels) != len(images):
+        raise ValueError(f"{where}: {len(images)} images but {len(labels)} labels; "
+                         "array 'labels' must have one entry per image")
+    return images, labels, _check_class_names(arrays.get("class_names"), labels, where)
+
+
+def _npz_array(archive, name: str, where: str) -> np.ndarray:
+    try:
+        return archive[name]
+    except ValueError as exc:  # object arrays need pickle, which we refuse for files from elsewhere
+        raise ValueError(f"{where}: array {name!r} cannot be read without pickle ({exc}); "
+                         "save plain numeric or str arrays") from exc
+
+
+def _check_images(images: np.ndarray, where: str) -> np.ndarray:
+    if images.dtype != np.uint8:
+        raise ValueError(f"{where}: array 'images' has dtype {images.dtype}; expected uint8 (N,H,W) or (N,H,W,3)")
+    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
+        raise ValueError(f"{where}: array 'images' has shape {images.shape}; expected uint8 (N,H,W) or (N,H,W,3) "
+                         "(squeeze a single channel axis)")
+    if len(images) == 0 or 0 in images.shape[1:3]:
+        raise ValueError(f"{where}: array 'images' has shape {images.shape}; it holds no image pixels")
+    return images
+
+
+def _check_labels(labels: np.ndarray, where: str) -> np.ndarray:
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{where}: array 'labels' has dtype {labels.dtype} and shape {labels.shape}; "
+                         "expected int (N,)")
+    if len(labels) and labels.min() < 0:
+        raise ValueError(f"{where}: array 'labels' holds {labels.min()}; class ids must be >= 0")
+    return labels.astype(np.int64)
+
+
+def _check_class_names(names: np.ndarray | None, labels: np.ndarray, where: str) -> list[str]:
+    if names is None:
+        return default_class_names(labels)
+    if names.ndim != 1 or len(names) <= labels.max():
+        raise ValueError(f"{where}: array 'class_names' has shape {names.shape} but labels go up to {labels.max()}; "
+                         "give one name per class id")
+    return [str(n) for n in names]

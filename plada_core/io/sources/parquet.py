@@ -1,0 +1,155 @@
+"""Parquet rows (key, jpg, label): ``cifar10`` and ``tiny-imagenet`` under ``$PLADA_DATA_DIR``, ``parquet:PATH``.
+
+Images are streamed batch by batch; JPEG and PNG bytes travel as stored, other formats are re-encoded as PNG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from plada_core.images import as_png_or_jpg
+from plada_core.io.sources.base import (
+    SPLITS,
+    UNSAFE_KEY_CHARS,
+    EncodedSample,
+    Source,
+    SourceOptions,
+    default_class_names,
+    sanitize,
+    split_arg,
+    stratified_split,
+    with_split,
+)
+
+__all__ = ["ParquetSource", "open_cifar10", "open_parquet", "open_tiny_imagenet"]
+
+_PARQUET_COLUMNS = ("key", "jpg", "label")
+_BATCH_ROWS = 2048  # rows per parquet read: a few MB of JPEGs, never a whole file
+
+
+class ParquetSource(Source):
+    """Rows (key, jpg, label) of one or more parquet files, streamed in batches of ``_BATCH_ROWS`` rows.
+
+    Opening reads only the ``key`` and ``label`` columns (to validate labels, make the split and check that keys
+    are unique); images are read batch by batch while iterating.
+    """
+
+    def __init__(self, spec: str, name: str, files: Sequence[Path], class_names: Sequence[str] | None = None,
+                 split: str | None = None, test_fraction: float = 0.1) -> None:
+        self.files = list(files)
+        keys, labels = _scan_parquet(self.files, spec)
+        self._rows = None  # None: every row; else a bool mask over all rows in file order
+        if split is not None:
+            train, test = stratified_split(labels, test_fraction)
+            self._rows = np.zeros(len(labels), dtype=bool)
+            self._rows[train if split == "train" else test] = True
+            keys, labels = keys.filter(pa.array(self._rows)), labels[self._rows]
+        super().__init__(spec, name, class_names if class_names is not None else default_class_names(labels))
+        if len(labels) and labels.max() >= len(self.class_names):
+            raise ValueError(f"{spec}: label {labels.max()} but only {len(self.class_names)} class names")
+        self._n = len(labels)
+        safe = pc.replace_substring_regex(keys, UNSAFE_KEY_CHARS.pattern, "_")
+        self.positional_keys = pc.count_distinct(safe).as_py() != len(safe)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def iter_encoded(self) -> Iterator[EncodedSample]:
+        out = 0
+        for key, data, label in self._iter_rows():
+            if data is None:
+                raise ValueError(f"{self.spec}: row with key {key!r} has no image bytes (null 'jpg')")
+            data, ext = as_png_or_jpg(data, lambda: f"{self.spec}: row with key {key!r}")
+            safe = f"{self.name}-{out:08d}" if self.positional_keys else f"{self.name}-{sanitize(key)}"
+            yield EncodedSample(safe, data, ext, label)
+            out += 1
+
+    def _iter_rows(self) -> Iterator[tuple[str, bytes, int]]:
+        start = 0
+        for path in self.files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS, columns=list(_PARQUET_COLUMNS)):
+                n = batch.num_rows
+                if self._rows is not None:
+                    batch = batch.filter(pa.array(self._rows[start : start + n]))
+                start += n
+                columns = [batch.column(c).to_pylist() for c in _PARQUET_COLUMNS]
+                yield from zip(*columns)
+
+
+def _scan_parquet(files: Sequence[Path], spec: str) -> tuple[pa.Array, np.ndarray]:
+    keys, labels = [], []
+    for path in files:
+        schema = pq.read_schema(path)
+        missing = [c for c in _PARQUET_COLUMNS if c not in schema.names]
+        if missing or not pa.types.is_integer(schema.field("label").type):
+            raise ValueError(f"{spec}: {path} has columns {dict(zip(schema.names, map(str, schema.types)))}; "
+                             "expected key (string), jpg (encoded image bytes), label (int)")
+        table = pq.read_table(path, columns=["key", "label"])
+        if table.column("key").null_count or table.column("label").null_count:
+            raise ValueError(f"{spec}: {path} has empty (null) keys or labels; every row needs both")
+        keys.append(table.column("key").cast(pa.string()))
+        labels.append(table.column("label").to_numpy().astype(np.int64))
+    keys_all = pa.chunked_array([c for k in keys for c in k.chunks], type=pa.string()).combine_chunks()
+    labels_all = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    if len(labels_all) and labels_all.min() < 0:
+        raise ValueError(f"{spec}: column 'label' holds {labels_all.min()}; class ids must be >= 0")
+    return keys_all, labels_all
+
+
+def _class_names_near(folder: Path) -> list[str] | None:
+    """Names from ``classes.txt`` (line i = class i) or ``classes.tsv`` (index, id, words) in ``folder``."""
+    if (folder / "classes.txt").is_file():
+        return [line.strip() for line in (folder / "classes.txt").read_text().splitlines() if line.strip()]
+    if (folder / "classes.tsv").is_file():
+        rows = [line.split("\t") for line in (folder / "classes.tsv").read_text().splitlines() if line.strip()]
+        return [row[-1].strip() for row in rows]
+    return None
+
+
+def _data_folder(opts: SourceOptions, folder: str, spec: str) -> Path:
+    path = opts.data_dir / folder
+    if not path.is_dir():
+        raise FileNotFoundError(f"{spec} needs the folder {path}, which does not exist; set PLADA_DATA_DIR to the "
+                                f"folder that holds cifar10/ and tiny-imagenet-32/ (now {opts.data_dir})")
+    return path
+
+
+def open_cifar10(split: str | None, opts: SourceOptions) -> Source:
+    spec, name = with_split("cifar10", split_arg("cifar10", split))
+    folder = _data_folder(opts, "cifar10", spec)
+    files = [folder / f"{s}.parquet" for s in ([split] if split else SPLITS)]
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"{spec} needs {f}, which does not exist; "
+                                    f"check PLADA_DATA_DIR (now {opts.data_dir})")
+    return ParquetSource(spec, name, files, _class_names_near(folder))
+
+
+def open_tiny_imagenet(split: str | None, opts: SourceOptions) -> Source:
+    spec, name = with_split("tiny-imagenet", split_arg("tiny-imagenet", split))
+    folder = _data_folder(opts, "tiny-imagenet-32", spec)
+    files = sorted(folder.glob("pool-*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"{spec}: no pool-*.parquet in {folder}; check PLADA_DATA_DIR (now {opts.data_dir})")
+    return ParquetSource(spec, name, files, _class_names_near(folder), split=split, test_fraction=0.1)
+
+
+def open_parquet(arg: str | None, opts: SourceOptions) -> Source:
+    if not arg:
+        raise ValueError("parquet: needs a path, e.g. parquet:/data/train.parquet or parquet:/data/folder")
+    path = Path(arg).expanduser()
+    if path.is_dir():
+        files, folder = sorted(path.glob("*.parquet")), path
+    elif path.is_file():
+        files, folder = [path], path.parent
+    else:
+        raise FileNotFoundError(f"parquet:{arg}: no such file or folder")
+    if not files:
+        raise FileNotFoundError(f"parquet:{arg}: the folder holds no *.parquet files")
+    return ParquetSource(f"parquet:{arg}", path.stem, files, _class_names_near(folder))

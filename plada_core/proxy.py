@@ -1,0 +1,146 @@
+"""The publisher's measured choice, composed: which candidate selection trains the best proxy student.
+
+``plada_core.auto_selection`` ranks candidates given an ``evaluate`` function; this module builds that function
+for a publish run, pure of storage: the caller hands in how to pack a candidate (select + encode at the requested
+keep or byte budget, ``publishing.select_and_pack``) and how to load pool images (decoded and preprocessed, or a
+frozen backbone's features). Every candidate is packed first; the union of their selections is then loaded ONCE,
+and each proxy student trains on its rows of that union.
+
+Memory bound: the union holds at most ``min(n_pool, n_candidates * k)`` inputs, each ``C*H*W*4`` bytes as images
+(a 28 px grey image: 3 KiB; 32 px RGB: 12 KiB) or ``num_features * 4`` bytes as features (EfficientNet-Lite0:
+5 KiB). For the pools ``auto`` is meant for (tens of thousands of images, keeps of a few percent) that is tens to a
+few hundred MiB; on an ImageNet-21K-sized pool use a fixed selector, or a frozen-backbone proxy whose features
+the scoring pass cached.
+
+``AutoConfig`` holds the knobs of the validated choice and of the leakage check, written once here (the request
+models and flags are generated from it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Annotated, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from plada_core.auto_selection import AutoChoice, Candidate, CandidateResult, choose, proxy_student_accuracy
+from plada_core.selection import SelectionConfig, resolve_k
+from plada_core.training import TrainConfig
+
+__all__ = ["AutoConfig", "Packer", "InputLoader", "evaluate_candidates", "without_pool_images"]
+
+Packer = Callable[[SelectionConfig], tuple[np.ndarray, int]]
+"""A candidate config → (the pool indices it keeps, its payload bytes)."""
+InputLoader = Callable[[np.ndarray], tuple[np.ndarray, torch.Tensor]]
+"""Sorted pool indices → (those that could be loaded, sorted; their proxy inputs, one row each)."""
+
+
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class AutoConfig:
+    """How the publisher validates its selection and checks for leakage.
+
+    The validation split (``plada_core.holdout``) is held out always, fixed selector or ``auto``: the teacher and
+    the target bank never see it, so every release can state the accuracy its payload is expected to reach.
+    The defaults: 10 % of each class resolves about one point on CIFAR-10 (see ``stratified_holdout``); 5 proxy
+    epochs rank selections the way 30 student epochs do on the demo pairs while costing a sixth; a pHash distance
+    of 6 bits catches re-encoded and rescaled copies and almost nothing else (``plada_core.leakage``).
+    """
+
+    val_fraction: Annotated[
+        float,
+        Field(gt=0, le=0.5, description="Share of each target-train class held out to validate the selection "
+              "(the teacher and the target bank never see it)."),
+    ] = 0.1  # fmt: skip
+    val_min_per_class: Annotated[
+        int,
+        Field(ge=1, le=100_000, description="Validation images per class at least, and as many left for the "
+              "teacher: a smaller class stops the run, naming it."),
+    ] = 5  # fmt: skip
+    proxy_epochs: Annotated[
+        int, Field(ge=1, le=1000, description="Epochs of the proxy student trained on each candidate selection.")
+    ] = 5
+    proxy_model: Annotated[
+        str | None,
+        Field(min_length=1, description="Model of the proxy students; empty: the teacher's (plada run: the "
+              "student's)."),
+    ] = None  # fmt: skip
+    exclude_test_duplicates: Annotated[
+        bool, Field(description="Never select a pool image that duplicates a target test image.")
+    ] = True
+    max_hamming: Annotated[
+        int, Field(ge=0, le=64, description="Perceptual-hash distance (bits) up to which images are duplicates.")
+    ] = 6
+    pool_features: Annotated[
+        bool,
+        Field(description="With a frozen-backbone teacher, store the pool's pooled features while scoring, so "
+              "proxy students never run the backbone over the pool again."),
+    ] = True  # fmt: skip
+
+
+def without_pool_images(
+    scores: pd.DataFrame, drop: np.ndarray, cfg: SelectionConfig
+) -> tuple[pd.DataFrame, SelectionConfig]:
+    """``scores`` without the rows whose ``index`` is in ``drop``, and ``cfg`` with a fraction ``keep`` turned
+    into the count it means on the full scored pool, so that dropping a few images does not shrink the budget.
+    With nothing to drop both come back unchanged (and so do the payload bytes)."""
+    drop = np.asarray(drop, dtype=np.int64)
+    mask = np.isin(scores["index"].to_numpy(), drop)
+    if not mask.any():
+        return scores, cfg
+    if not isinstance(cfg.keep, int):
+        cfg = dataclasses.replace(cfg, keep=resolve_k(cfg.keep, len(scores)))
+    remaining = scores[~mask].reset_index(drop=True)
+    if cfg.keep > len(remaining):
+        cfg = dataclasses.replace(cfg, keep=len(remaining))
+    return remaining, cfg
+
+
+def evaluate_candidates(
+    candidates: Sequence[Candidate],
+    scores: pd.DataFrame,
+    pack: Packer,
+    load_inputs: InputLoader,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    train_cfg: TrainConfig,
+    epochs: int,
+    n_classes: int,
+    in_chans: int = 3,
+    progress: Callable[[str], None] = lambda message: None,
+) -> AutoChoice:
+    """Pack every candidate, load the union of their kept images once, train a proxy student per candidate on its
+    images labelled with the teacher's ``pred`` (what its payload would carry), and ``choose`` the best.
+
+    A kept image that ``load_inputs`` could not load is left out of that candidate's proxy training, as a client
+    would lose it; a candidate with no loadable image scores 0.
+    """
+    packed = {}
+    for c in candidates:
+        start = time.perf_counter()
+        packed[c.name] = (*pack(c.config), time.perf_counter() - start)
+    union = np.unique(np.concatenate([kept for kept, _, _ in packed.values()])).astype(np.int64)
+    progress(f"{len(candidates)} candidates keep {len(union)} distinct pool images; loading them once")
+    present, inputs = load_inputs(union)
+    pred_of = pd.Series(scores["pred"].to_numpy(), index=scores["index"].to_numpy())
+
+    def evaluate(c: Candidate) -> CandidateResult:
+        kept, payload_bytes, pack_s = packed[c.name]
+        start = time.perf_counter()
+        rows = np.searchsorted(present, kept)
+        ok = rows < len(present)
+        ok[ok] = present[rows[ok]] == kept[ok]
+        acc = 0.0
+        if ok.any():
+            labels = torch.tensor(pred_of.loc[kept[ok]].to_numpy(np.int64))
+            x = inputs[torch.from_numpy(rows[ok])]
+            acc = proxy_student_accuracy(x, labels, x_val, y_val, train_cfg, epochs, n_classes, in_chans)
+        wall = pack_s + time.perf_counter() - start
+        progress(f"{c.name}: val acc {acc:.4f} on {len(y_val)} images, {len(kept)} kept, {payload_bytes} bytes")
+        return CandidateResult(acc, len(y_val), len(kept), payload_bytes, wall)
+
+    return choose(candidates, evaluate)

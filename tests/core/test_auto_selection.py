@@ -1,0 +1,236 @@
+"""Automatic selector choice: the candidate grid, ranking and tie-breaks with a fake evaluate, the predicted
+accuracy's uncertainty, and the proxy student on tiny tensors."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from plada_core import auto_selection
+from plada_core.auto_selection import (
+    Candidate,
+    CandidateResult,
+    candidate_grid,
+    choose,
+    proxy_student_accuracy,
+    required_columns,
+    standard_error,
+    wilson_interval,
+)
+from plada_core.relevance import RELEVANCE_COLUMNS
+from plada_core.scoring import SCORE_COLUMNS
+from plada_core.selection import SELECTORS, SelectionConfig
+from plada_core.training import TrainConfig
+
+FULL = SCORE_COLUMNS + RELEVANCE_COLUMNS
+BASE = SelectionConfig(selector="energy", keep=500, safety_net=True, alpha=0.5, seed=3)
+
+
+def test_required_columns_are_read_from_the_selectors():
+    assert required_columns("random") == frozenset()
+    assert required_columns("energy") == required_columns("opposite_energy") == {"energy"}
+    assert required_columns("knn_sample") == {"knn_sim", "margin", "knn_nn"}
+    assert all(required_columns(s) <= set(FULL) for s in SELECTORS)
+
+
+def test_full_grid_has_every_selector_off_and_on_with_the_alpha_grid():
+    grid = candidate_grid(FULL, BASE)
+    names = [c.name for c in grid]
+    assert len(grid) == 32 and len(set(names)) == 32
+    fixed = ["random", "energy", "opposite_energy", "entropy", "knn", "knn_agree", "knn_cover", "knn_sample"]
+    assert names[:8] == fixed
+    assert names[8:11] == ["random+sn(0.5)", "random+sn(0)", "random+sn(1)"]
+    assert "knn_sample+sn(0.5)" in names and "auto_energy" not in names  # auto_energy is energy or opposite_energy
+    assert [c.simplicity for c in grid] == [0] + [1] * 7 + [2] * 24
+    sn = {c.name: c.config for c in grid if c.config.safety_net}
+    assert sn["knn_cover+sn(0)"] == SelectionConfig("knn_cover", keep=500, safety_net=True, alpha=0.0, seed=3)
+    assert all(c.config.keep == 500 and c.config.seed == 3 for c in grid)
+    assert not any(c.config.safety_net for c in grid[:8])
+
+
+def test_grid_follows_the_available_columns():
+    paper = candidate_grid(SCORE_COLUMNS, BASE)
+    assert len(paper) == 16 and {c.config.selector for c in paper} == {"random", "energy", "opposite_energy", "entropy"}
+    no_pred = candidate_grid(["energy"], BASE)
+    assert [c.name for c in no_pred] == ["random", "energy", "opposite_energy"]  # Safety-Net needs "pred"
+    assert len(candidate_grid(FULL, BASE, alphas=())) == 16
+    assert len(candidate_grid(FULL, BASE, skip=())) == 36
+    custom = candidate_grid(FULL, SelectionConfig(alpha=0.25), alphas=(0.0, 0.25), selectors=["knn", "random"])
+    assert [c.name for c in custom] == ["random", "knn", "random+sn(0.25)", "random+sn(0)", "knn+sn(0.25)", "knn+sn(0)"]
+
+
+def _fake(accuracies: dict[str, float], n_val: int = 1000, calls: list | None = None):
+    def evaluate(c: Candidate) -> CandidateResult:
+        if calls is not None:
+            calls.append(c.name)
+        return CandidateResult(accuracies[c.name], n_val, n_kept=500, payload_bytes=700 + len(c.name), wall_s=0.5)
+
+    return evaluate
+
+
+def _grid(names):
+    full = {c.name: c for c in candidate_grid(FULL, BASE)}
+    return [full[n] for n in names]
+
+
+def test_best_accuracy_wins_and_the_table_is_ranked():
+    grid = _grid(["random", "energy", "energy+sn(0.5)", "knn_sample+sn(1)"])
+    acc = {"random": 0.70, "energy": 0.66, "energy+sn(0.5)": 0.68, "knn_sample+sn(1)": 0.74}
+    calls = []
+    choice = choose(grid, _fake(acc, calls=calls))
+    assert calls == [c.name for c in grid]  # each evaluated once, in order
+    assert choice.winner.name == "knn_sample+sn(1)" and choice.result.val_acc == 0.74
+    assert [r["candidate"] for r in choice.table] == ["knn_sample+sn(1)", "random", "energy+sn(0.5)", "energy"]
+    top = choice.table[0]
+    assert top["chosen"] and not any(r["chosen"] for r in choice.table[1:])
+    assert (top["selector"], top["safety_net"], top["alpha"]) == ("knn_sample", True, 1.0)
+    assert choice.table[1]["alpha"] is None  # no Safety-Net, no alpha
+    assert top["val_acc_se"] == pytest.approx(math.sqrt(0.74 * 0.26 / 1000))
+    assert {"n_kept", "payload_bytes", "wall_s", "n_val"} <= set(top)
+    summary = choice.summary()
+    assert summary["winner"] == "knn_sample+sn(1)" and summary["config"]["alpha"] == 1.0
+    assert summary["candidates"] == choice.table and summary["predicted_accuracy"]["value"] == 0.74
+    json.dumps(summary)
+
+
+def test_exact_tie_goes_to_the_simpler_candidate():
+    grid = _grid(["knn+sn(0.5)", "knn", "random"])
+    choice = choose(grid, _fake({"knn+sn(0.5)": 0.7, "knn": 0.7, "random": 0.7}), tie_tolerance=0)
+    assert choice.winner.name == "random"
+    choice = choose(grid, _fake({"knn+sn(0.5)": 0.7, "knn": 0.7, "random": 0.6}), tie_tolerance=0)
+    assert choice.winner.name == "knn"
+    # same simplicity: the earlier candidate
+    grid = _grid(["entropy", "energy"])
+    assert choose(grid, _fake({"entropy": 0.7, "energy": 0.7})).winner.name == "entropy"
+
+
+def test_default_tolerance_is_one_validation_image():
+    grid = _grid(["random", "knn_cover"])
+    one_image_better = {"random": 0.700, "knn_cover": 0.701}  # n_val = 1000
+    choice = choose(grid, _fake(one_image_better))
+    assert choice.tie_tolerance == pytest.approx(1 / 1000)
+    assert choice.winner.name == "random"
+    assert choice.predicted.runner_up_gap == pytest.approx(-0.001)
+    assert choose(grid, _fake(one_image_better), tie_tolerance=0).winner.name == "knn_cover"
+    assert choose(grid, _fake({"random": 0.700, "knn_cover": 0.702})).winner.name == "knn_cover"
+
+
+def test_predicted_accuracy_uncertainty():
+    grid = candidate_grid(SCORE_COLUMNS, BASE)  # 16 candidates
+    acc = {c.name: 0.60 + 0.001 * i for i, c in enumerate(grid)}
+    acc["energy+sn(1)"] = 0.70
+    choice = choose(grid, _fake(acc, n_val=5000))
+    p = choice.predicted
+    assert choice.winner.name == "energy+sn(1)" and p.value == 0.70 and p.n_val == 5000 and p.n_candidates == 16
+    assert p.se == pytest.approx(math.sqrt(0.7 * 0.3 / 5000)) == pytest.approx(standard_error(0.7, 5000))
+    # Wilson bounds are the roots of (p_hat - p)^2 = z^2 p (1 - p) / n
+    z, n = 1.959963984540054, 5000
+    a, b, c = 1 + z * z / n, -(2 * 0.7 + z * z / n), 0.7**2
+    roots = sorted(np.roots([a, b, c]).real)
+    assert p.ci95 == pytest.approx(tuple(roots), abs=1e-12)
+    assert p.ci95[0] < 0.7 < p.ci95[1] and p.ci95[1] - p.ci95[0] == pytest.approx(2 * z * p.se, rel=0.01)
+    assert p.optimism_bound == pytest.approx(p.se * 1.769, rel=1e-3)  # E[max of 16 standard normals], Blom
+    assert p.runner_up_gap == pytest.approx(0.70 - max(v for k, v in acc.items() if k != "energy+sn(1)"))
+    assert "winner's curse" in p.note and p.as_dict()["ci95"] == list(p.ci95)
+
+
+def test_wilson_interval_stays_inside_zero_one():
+    assert wilson_interval(0.0, 50)[0] == 0.0 and wilson_interval(0.0, 50)[1] > 0
+    assert wilson_interval(1.0, 50)[1] == 1.0 and wilson_interval(1.0, 50)[0] < 1
+
+
+def test_a_single_candidate_has_no_optimism():
+    choice = choose(_grid(["random"]), _fake({"random": 0.5}))
+    assert choice.predicted.optimism_bound == 0.0 and choice.predicted.runner_up_gap == 0.0
+
+
+def test_choose_is_deterministic():
+    grid = candidate_grid(FULL, BASE)
+    acc = {c.name: round(0.6 + 0.1 * np.sin(i), 3) for i, c in enumerate(grid)}
+    assert choose(grid, _fake(acc)).table == choose(grid, _fake(acc)).table
+
+
+def test_choose_errors():
+    with pytest.raises(ValueError, match="no candidates"):
+        choose([], _fake({}))
+    with pytest.raises(ValueError, match="unique"):
+        choose(_grid(["random", "random"]), _fake({"random": 0.5}))
+    with pytest.raises(ValueError, match="tie_tolerance"):
+        choose(_grid(["random"]), _fake({"random": 0.5}), tie_tolerance=-0.1)
+    with pytest.raises(ValueError, match="val_acc"):
+        CandidateResult(1.5, 10, 1, 1, 0.0)
+
+
+# --- proxy student ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train 10x slower when two torch threads fight other processes for two cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _bars(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """8x8 one-channel images: class 0 a bright top half, class 1 a bright bottom half, plus noise."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=gen)
+    x = torch.rand(n, 1, 8, 8, generator=gen) * 0.3
+    x[y == 0, :, :4] += 0.7
+    x[y == 1, :, 4:] += 0.7
+    return x, y
+
+
+def test_proxy_student_learns_and_is_deterministic(one_thread):
+    x, y = _bars(128, seed=0)
+    xv, yv = _bars(64, seed=1)
+    cfg = TrainConfig(model="plada_cnn", batch_size=32, shift=0.0, device="cpu", seed=0)
+    acc = proxy_student_accuracy(x, y, xv, yv, cfg, epochs=3, n_classes=2)
+    assert acc >= 0.9
+    assert proxy_student_accuracy(x, y, xv, yv, cfg, epochs=3, n_classes=2) == acc
+
+
+class _FrozenLinear(nn.Module):
+    """A stand-in for FrozenEffNetLite0: fixed features, trainable head."""
+
+    frozen_backbone = True
+
+    def __init__(self, num_classes: int, in_chans: int) -> None:
+        super().__init__()
+        self.head = nn.Linear(4, num_classes)
+
+    def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.head(feats)
+
+
+def test_proxy_student_trains_only_the_head_on_features(monkeypatch, one_thread):
+    made = []
+
+    def fake_create_model(name, num_classes, in_chans):
+        made.append((name, num_classes, in_chans))
+        return _FrozenLinear(num_classes, in_chans)
+
+    monkeypatch.setattr(auto_selection, "create_model", fake_create_model)
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.eye(3, 4) * 3
+    y, yv = torch.randint(0, 3, (90,), generator=gen), torch.randint(0, 3, (60,), generator=gen)
+    feats = centres[y] + 0.3 * torch.randn(90, 4, generator=gen)
+    feats_val = centres[yv] + 0.3 * torch.randn(60, 4, generator=gen)
+    cfg = TrainConfig(model="plada_effnet_lite0", batch_size=16, lr=0.05, device="cpu")
+    assert proxy_student_accuracy(feats, y, feats_val, yv, cfg, epochs=5, n_classes=3) >= 0.95
+    assert made == [("plada_effnet_lite0", 3, 3)]
+
+
+def test_proxy_student_rejects_features_for_a_trainable_backbone():
+    cfg = TrainConfig(model="plada_cnn", device="cpu")
+    with pytest.raises(ValueError, match="trains its backbone"):
+        proxy_student_accuracy(torch.zeros(4, 8), torch.zeros(4, dtype=torch.long), torch.zeros(2, 8),
+                               torch.zeros(2, dtype=torch.long), cfg, epochs=1, n_classes=2)  # fmt: skip
+    with pytest.raises(ValueError, match="differ in shape"):
+        proxy_student_accuracy(torch.zeros(4, 8), torch.zeros(4, dtype=torch.long), torch.zeros(2, 9),
+                               torch.zeros(2, dtype=torch.long), cfg, epochs=1, n_classes=2)  # fmt: skip

@@ -1,0 +1,36 @@
+"""``imagefolder:PATH`` sources: classes from sub-folders, unreadable files counted, other formats re-encoded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from source_checks import jpeg, keys_ok
+
+from plada_core.images import decode_image
+from plada_core.io.sources import open_source
+
+
+def test_imagefolder_counts_unreadable_files(tmp_path):
+    rng = np.random.default_rng(2)
+    gray = rng.integers(0, 256, (6, 5), dtype=np.uint8)
+    (tmp_path / "zebra").mkdir()
+    (tmp_path / "ant").mkdir()
+    Image.fromarray(gray).save(tmp_path / "ant" / "b.png")
+    Image.fromarray(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(tmp_path / "ant" / "a.bmp")
+    (tmp_path / "zebra" / "z.jpg").write_bytes(jpeg(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)))
+    (tmp_path / "zebra" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    (tmp_path / "zebra" / "notes.txt").write_text("not an image, ignored")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable image file"):
+        source = open_source(f"imagefolder:{tmp_path}")
+    assert source.class_names == ["ant", "zebra"] and len(source) == 3
+    assert [p.name for p, _ in source.unreadable] == ["broken.jpg"]
+    samples = keys_ok(source)
+    assert [(s.ext, s.label) for s in samples] == [("png", 0), ("png", 0), ("jpg", 1)]  # a.bmp re-encoded as PNG
+    assert np.array_equal(decode_image(samples[1].data), gray)
+    images, labels = source.load_arrays()
+    assert isinstance(images, list) and images[2].shape == (4, 4, 3) and labels.tolist() == [0, 0, 1]
+
+def test_imagefolder_without_class_folders(tmp_path):
+    with pytest.raises(ValueError, match="has no class sub-folders"):
+        open_source(f"imagefolder:{tmp_path}")

@@ -1,0 +1,94 @@
+"""The publisher's held-out validation split, the leakage check and the measured selection, task bodies called
+directly on a pool that contains every target test image (200 exact duplicates)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from plada_core.images import PreprocessConfig
+from plada_core.io import checkpoints, layout, pool, storage, tables
+from plada_core.io.arrays import read_npz
+from plada_core.config import TeacherConfig
+from plada_core.proxy import AutoConfig
+from plada_core.relevance import TargetBank
+from plada_core.scoring import ScoringConfig
+from plada_core.selection import SelectionConfig
+from plada_core.training import TrainConfig
+from tasks import auto_select as auto_task
+from tasks.auto_select import auto_select, check_leakage, winner_config
+from tasks.reference import build_reference_pool
+from tasks.score import score_shard
+from tasks.teacher import train_teacher
+
+PRE = PreprocessConfig(image_size=8, channels=1)
+AUTO = AutoConfig(proxy_epochs=1)
+PROXY = TrainConfig(epochs=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def leaky(tiny_npz, tmp_path_factory):
+    """Pool = the 300 tiny pool images, then the 200 target test images (indices 300..499)."""
+    root = tmp_path_factory.mktemp("leaky")
+    ref = build_reference_pool.fn([tiny_npz["pool"], tiny_npz["test"]], str(root / "pool"), shard_size=128)
+    teacher = train_teacher.fn(tiny_npz["train"], tiny_npz["test"], str(root / "teacher"),
+                               TeacherConfig(train=TrainConfig(epochs=2), preprocess=PRE), AUTO)  # fmt: skip
+    scores = [score_shard.fn(s["url"], s["n"], teacher, str(root), ScoringConfig(), hashes=True)
+              for s in pool.list_shards(ref)]  # fmt: skip
+    return {"root": root, "ref": ref, "teacher": teacher, "scores": scores, "train": tiny_npz["train"]}
+
+
+def test_teacher_holds_out_a_stratified_split_that_neither_it_nor_the_bank_sees(leaky):
+    split = read_npz(layout.validation_url(leaky["teacher"]))
+    fit, val = split["train_positions"], split["val_positions"]
+    assert len(fit) + len(val) == 200 and not set(fit) & set(val) and len(val) >= 10 * 5
+    _, meta = checkpoints.load_checkpoint(leaky["teacher"])
+    assert meta["holdout"]["n_val"] == len(val) and meta["teacher_saw_validation"] is False
+    bank = TargetBank.from_bytes(storage.read_bytes(layout.bank_url(leaky["teacher"])))
+    assert len(bank.labels) == len(fit)
+    hashes = read_npz(layout.target_hashes_url(leaky["teacher"]))
+    assert len(hashes["test_phash"]) == len(hashes["test_exact"]) == 200 and len(hashes["train_phash"]) == 200
+
+
+def test_scores_carry_image_hashes(leaky):
+    frame = tables.read_frame(leaky["scores"][0])
+    assert {"exact_hash", "phash"} <= set(frame.columns) and frame["phash"].dtype == np.uint64
+
+
+def test_leakage_finds_every_copied_test_image(leaky, tmp_path):
+    found = check_leakage.fn(leaky["scores"], leaky["teacher"], str(tmp_path), 6)
+    assert found["checked"] and set(range(300, 500)) <= set(found["test_duplicates"])
+    assert found["test"]["exact_pairs"] >= 200 and found["test"]["examples"][0][0] >= 300
+    assert storage.read_json(layout.leakage_url(str(tmp_path)))["test"] == found["test"]
+
+
+def test_auto_select_measures_the_grid_and_never_keeps_an_excluded_image(leaky, tmp_path, monkeypatch):
+    artifacts = []
+    monkeypatch.setattr(auto_task, "create_table_artifact", lambda **kw: artifacts.append(kw))
+    excluded = list(range(300, 500))
+    summary = auto_select.fn(leaky["scores"], leaky["ref"], leaky["teacher"], leaky["train"], str(tmp_path),
+                             SelectionConfig(selector="auto", keep=0.1), AUTO, PROXY, PRE, exclude=excluded)  # fmt: skip
+    table = summary["candidates"]
+    assert len(table) > 8 and sum(r["chosen"] for r in table) == 1
+    assert {r["n_kept"] for r in table} == {50}  # 0.1 of the 500 scored images, the excluded 200 not counted out
+    assert summary["predicted_accuracy"]["n_val"] == table[0]["n_val"] > 0
+    assert winner_config(summary).selector == summary["config"]["selector"] != "auto"
+    assert storage.read_json(layout.auto_selection_url(str(tmp_path)))["winner"] == summary["winner"]
+    assert artifacts and len(artifacts[0]["table"]) == len(table)
+
+
+def test_a_fixed_selector_is_measured_alone(leaky, tmp_path, monkeypatch):
+    monkeypatch.setattr(auto_task, "create_table_artifact", lambda **kw: None)
+    cfg = SelectionConfig(selector="energy", keep=20, safety_net=False)
+    summary = auto_select.fn(leaky["scores"], leaky["ref"], leaky["teacher"], leaky["train"], str(tmp_path), cfg,
+                             AUTO, PROXY, PRE)  # fmt: skip
+    assert [r["candidate"] for r in summary["candidates"]] == ["energy"] and winner_config(summary) == cfg
+
+
+def test_a_target_split_too_small_to_hold_out_names_the_class(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (30, 8, 8), dtype=np.uint8)
+    labels = np.array([0] * 24 + [1] * 6)
+    np.savez(tmp_path / "small.npz", images=images, labels=labels)
+    spec = f"npz:{tmp_path / 'small.npz'}"
+    with pytest.raises(ValueError, match="class 1 has 6 images.*val_min_per_class"):
+        train_teacher.fn(spec, spec, str(tmp_path / "t"), TeacherConfig(preprocess=PRE), AUTO)
