@@ -35,34 +35,20 @@ its format. This module only frames it, checks the header, and re-validates what
 
 from __future__ import annotations
 
-import hashlib
 import operator
-import struct
 from dataclasses import dataclass
 
 import numpy as np
 
 # re-exported so that callers importing them from here keep working; their home is plada_core.codecs
-from plada_core.codecs import AUTO, CODECS, Codec, CorruptBody, codec_names, get_codec, uses_layout
+from plada_core.codecs import AUTO, CODECS, Codec, CorruptBody, get_codec, uses_layout
 from plada_core.codecs import names_section
+from plada_core.payload_header import (
+    FIELDS, U32_MAX, HEADER_SIZE, MAGIC, MAX_CLASSES, MAX_REFERENCE, PayloadError, checksum, read_header,
+)
 
 __all__ = ["AUTO", "CODECS", "HEADER_SIZE", "Codec", "Payload", "PayloadError", "decode_payload", "encode_payload",
            "get_codec", "needs_layout", "read_header", "uses_layout"]
-
-MAGIC = b"PLADA\x00"
-FORMAT_VERSION = 2  # the newest written; 1 is still written without class names
-_VERSIONS = (1, 2)
-MAX_CLASSES = 1_000_000
-MAX_REFERENCE = 2**63 - 1  # indices are returned as int64
-_FIELDS = struct.Struct("<6sBB32sQQII")  # everything the checksum covers in the header
-_CHECKSUM_SIZE = 8
-HEADER_SIZE = _FIELDS.size + _CHECKSUM_SIZE
-_U32_MAX = 2**32 - 1
-
-
-class PayloadError(ValueError):
-    """The bytes are not a payload this code can decode; the message names the problem and the fix."""
-
 
 @dataclass(frozen=True, eq=False)  # eq=False: field-wise == on arrays is ambiguous; use np.array_equal
 class Payload:
@@ -190,13 +176,13 @@ def encode_payload(
                              "(the block sizes, plada_core.io.pool.read_layout), or choose another codec")
         extra["layout"] = chosen.check_layout(layout, n_reference)
     body = chosen.encode_body(indices, labels, n_reference=n_reference, n_classes=n_classes, **extra)
-    if len(body) > _U32_MAX:
+    if len(body) > U32_MAX:
         raise ValueError(f"body of {len(body)} bytes does not fit the u32 length field; select fewer images")
-    fields = _FIELDS.pack(
+    fields = FIELDS.pack(
         MAGIC, 2 if section else 1, chosen.codec_id, fingerprint_raw, n_reference, indices.size, n_classes,
         len(body),
     )
-    return fields + _checksum(fields, section, body) + section + body
+    return fields + checksum(fields, section, body) + section + body
 
 
 def _names_section(class_names, n_classes: int, task, version) -> bytes:
@@ -209,124 +195,7 @@ def _names_section(class_names, n_classes: int, task, version) -> bytes:
     return names_section.encode_section(class_names, n_classes, task, version)
 
 
-def _checksum(*parts: bytes) -> bytes:
-    digest = hashlib.blake2b(digest_size=_CHECKSUM_SIZE)
-    for part in parts:
-        digest.update(part)
-    return digest.digest()
-
-
 # ---------------------------------------------------------------- decoding
-
-
-def _check_framing(data: bytes) -> None:
-    """Magic and length: the checks that say "this is not (all of) a PLADA payload"."""
-    if data[: len(MAGIC)] != MAGIC[: min(len(data), len(MAGIC))]:
-        raise PayloadError(
-            f"not a PLADA payload: starts with {bytes(data[:len(MAGIC)])!r}, expected {MAGIC!r}; "
-            "check that you passed the payload file, not a manifest or a compressed copy"
-        )
-    if len(data) < HEADER_SIZE:
-        raise PayloadError(
-            f"payload truncated: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header; re-send it"
-        )
-
-
-def _codec_name(codec_id: int) -> str:
-    names = codec_names()
-    if codec_id not in names:
-        raise PayloadError(
-            f"unknown codec id {codec_id} (this build knows {names}); upgrade plada to a version that has it"
-        )
-    return names[codec_id]
-
-
-def _section_framing(data: bytes, version: int) -> tuple[int, int]:
-    """(encoding, size with its prefix) of a version-2 payload's class-names section; (0, 0) in version 1."""
-    if version == 1:
-        return 0, 0
-    if len(data) < HEADER_SIZE + names_section.PREFIX.size:
-        raise PayloadError(
-            f"payload truncated: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header and the "
-            f"{names_section.PREFIX.size}-byte class-names prefix of a format 2 payload; re-send it"
-        )
-    encoding, stored_length = names_section.PREFIX.unpack_from(data, HEADER_SIZE)
-    return encoding, names_section.PREFIX.size + stored_length
-
-
-def _parse_fields(data: bytes) -> tuple[dict, tuple[int, bytes] | None]:
-    """The header's fields, and a version-2 payload's class-names section (encoding, stored bytes)."""
-    magic, version, codec_id, fingerprint, n, k, c, body_length = _FIELDS.unpack_from(data)
-    if version not in _VERSIONS:
-        raise PayloadError(
-            f"unknown payload format version {version} (this build reads versions {_VERSIONS}); "
-            "upgrade plada to read it, or re-encode the payload with this version"
-        )
-    encoding, section_size = _section_framing(data, version)
-    body_start = HEADER_SIZE + section_size
-    end = body_start + body_length
-    if len(data) < end:
-        names = f"a {section_size}-byte class-names section and " if version == 2 else ""
-        raise PayloadError(
-            f"payload truncated: header announces {names}a {body_length}-byte body but only "
-            f"{len(data) - HEADER_SIZE} bytes follow the header; re-send the complete payload"
-        )
-    if len(data) > end:
-        raise PayloadError(
-            f"{len(data) - end} bytes of trailing garbage after the body; send the payload bytes exactly, "
-            "without padding or concatenation"
-        )
-    stored = bytes(data[_FIELDS.size : HEADER_SIZE])
-    if stored != _checksum(bytes(data[: _FIELDS.size]), bytes(data[HEADER_SIZE:])):
-        raise PayloadError("checksum mismatch: the payload was corrupted in transit or storage; re-send it")
-    stored_start = HEADER_SIZE + names_section.PREFIX.size
-    section = (encoding, bytes(data[stored_start:body_start])) if version == 2 else None
-    return {
-        "format_version": version,
-        "codec": _codec_name(codec_id),
-        "codec_id": codec_id,
-        "fingerprint": fingerprint.hex(),
-        "n_reference": n,
-        "k": k,
-        "n_classes": c,
-        "body_length": body_length,
-    }, section
-
-
-def _check_counts(header: dict) -> None:
-    n, k, c = header["n_reference"], header["k"], header["n_classes"]
-    if not 1 <= n <= MAX_REFERENCE:
-        raise PayloadError(f"header says N={n}, outside [1, 2**63 - 1]; the payload is corrupt or forged")
-    if k > n:
-        raise PayloadError(f"header says k={k} selected images but the pool has only N={n}; corrupt or forged")
-    if not 1 <= c <= MAX_CLASSES:
-        raise PayloadError(f"header says C={c} classes, outside [1, {MAX_CLASSES}]; corrupt or forged")
-
-
-def read_header(data: bytes) -> dict:
-    """The validated header of a complete payload, without decoding the body.
-
-    Keys: format_version, codec, codec_id, fingerprint (hex), n_reference, k, n_classes, body_length,
-    class_names (a tuple; None in format 1), task and version (None when absent). Checks magic, version,
-    codec, length and checksum and validates the class names, so it needs the whole payload, not 72 bytes.
-    """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise PayloadError(f"payload must be bytes, got {type(data).__name__}; read the file in binary mode")
-    data = bytes(data)
-    _check_framing(data)
-    header, section = _parse_fields(data)
-    _check_counts(header)
-    names = _decode_names(section, header["n_classes"])
-    return {**header, "class_names": names.class_names, "task": names.task, "version": names.version}
-
-
-def _decode_names(section: tuple[int, bytes] | None, n_classes: int) -> names_section.Names:
-    if section is None:
-        return names_section.Names(None, None, None)
-    try:
-        return names_section.decode_section(*section, n_classes)
-    except names_section.NamesProblem as err:
-        raise PayloadError(err.report()) from None
 
 
 def _abbrev(fingerprint: str) -> str:
