@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from benchmarks.selection_prepare import Prepared, frozen_student, prepare_pair, relevance_auroc
+from plada_core.auto_selection import required_columns
 from plada_core.classifier import fit_classifier
 from plada_core.devices import model_device
 from plada_core.models import create_model
@@ -23,7 +24,7 @@ from plada_core.publishing import select_and_pack
 from plada_core.selection import SelectionConfig, energy_direction
 from plada_core.training import TrainConfig, accuracy, features, train_head
 
-__all__ = ["PAPER_CODEC", "collect_pair", "run_one", "run_pair", "selection_config"]
+__all__ = ["PAPER_CODEC", "collect_pair", "missing_columns", "run_one", "run_pair", "selection_config"]
 
 PAPER_CODEC = "paper-zstd19"
 
@@ -33,6 +34,12 @@ def selection_config(selector: str, keep: float, seed: int) -> SelectionConfig:
     name, _, flag = selector.partition("-")
     safety_net = name != "random" and flag != "nosn"
     return SelectionConfig(selector=name, keep=keep, safety_net=safety_net, seed=seed)
+
+
+def missing_columns(prep: Prepared, selector: str) -> list[str]:
+    """The score columns ``selector`` (``NAME`` or ``NAME-nosn``) reads that the pair's scores lack: the pruning
+    selectors' ``density_ratio`` and ``label_stable`` until the scoring pass writes them (``plada_core.pruning``)."""
+    return sorted(required_columns(selector.partition("-")[0]) - set(prep.scores.columns))
 
 
 def run_one(prep: Prepared, selector: str, keep: float, seed: int, trained: dict | None = None) -> dict:
@@ -129,6 +136,9 @@ def run_pair(name: str, selectors, keeps, seeds, work: Path, log=print) -> tuple
         for keep in keeps:
             for selector in selectors:
                 path = done_dir / f"{selector}-{keep}-{seed}.json"
+                if not path.exists() and (missing := missing_columns(prep, selector)):
+                    log(f"[{name}] {selector:>12} skipped: the scores have no column {', '.join(missing)}")
+                    continue
                 if path.exists():
                     row = json.loads(path.read_text())
                 else:

@@ -186,7 +186,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     stu = sub.add_parser("train-student", help="client side: payload (or a task release) + local pool → student")
     add_request_options(stu, StudentRequest)
-    stu.add_argument("--target-test", dest="eval", default=argparse.SUPPRESS, help="deprecated alias of --eval")
+    stu.add_argument("--target-test", dest="eval", default=argparse.SUPPRESS, metavar="SPEC", help="deprecated: --eval")
 
     payload = sub.add_parser("payload", help="payload commands").add_subparsers(dest="payload_command", required=True)
     inspect = payload.add_parser(

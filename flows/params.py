@@ -83,7 +83,12 @@ def _borrowed(config: type, name: str, **overrides) -> tuple:
 
 
 def _group(
-    name: str, config: type, prefix: str = "", exclude: tuple[str, ...] = (), doc: str = "", defaults: dict | None = None
+    name: str,
+    config: type,
+    prefix: str = "",
+    exclude: tuple[str, ...] = (),
+    doc: str = "",
+    defaults: dict | None = None,
 ) -> type:
     """A request group of ``config``'s fields; ``defaults`` replaces the defaults of some (the entry point's)."""
     fields = config_fields(config, prefix=prefix, exclude=FANNED_OUT + exclude)

@@ -2,7 +2,8 @@
 manifest + payload.
 
 The teacher step holds out a validation split of the target train split (``AutoConfig``; always, so that every
-release predicts its accuracy): the teacher and its target bank fit the rest. ``auto_select`` then trains a proxy
+release predicts its accuracy; a fixed selector on a target split too small for one publishes unmeasured, and
+the report says so): the teacher and its target bank fit the rest. ``auto_select`` then trains a proxy
 student per candidate selection (``--selector auto``: the whole grid; a fixed selector: that one) and the payload
 is encoded with the winner. Pool images that duplicate a target test image are never selected (unless
 ``exclude_test_duplicates`` is off), by the winner or by the random baseline.
@@ -20,6 +21,7 @@ from prefect import flow, unmapped
 from flows.params import PublishRequest
 from flows.runners import TaskRunnerOptions
 from plada_core.io.storage import join
+from plada_core.selection import AUTO_SELECTOR
 from tasks.auto_select import auto_select, check_leakage, is_frozen_backbone, winner_config
 from tasks.score import score_shard
 from tasks.select import select_and_encode
@@ -29,9 +31,11 @@ from tasks.teacher import train_teacher
 
 def _stores_features(request: PublishRequest) -> bool:
     """Whether scoring keeps the pool's pooled features: only the proxies of a frozen-backbone teacher's own
-    model can reuse them (a trained backbone's features are not a fresh student's)."""
+    model, on the same preprocessing, can reuse them (a trained backbone's features are not a fresh student's,
+    and a given checkpoint may bring its own preprocessing)."""
     proxy = request.proxy_config().model
-    return request.auto_config().pool_features and proxy == request.teacher_model and is_frozen_backbone(proxy)
+    same = proxy == request.teacher_model and request.teacher_checkpoint is None
+    return request.auto_config().pool_features and same and is_frozen_backbone(proxy)
 
 
 def _leakage_record(leakage: dict, excluded: list[int]) -> dict:
@@ -47,8 +51,9 @@ def publish(request: PublishRequest) -> dict:
     start = time.perf_counter()
     auto = request.auto_config()
     teacher_url = train_teacher(
-        request.target_train, request.target_test, join(request.out, "teacher"), request.teacher_config(), auto
-    )
+        request.target_train, request.target_test, join(request.out, "teacher"), request.teacher_config(), auto,
+        require_validation=request.selector == AUTO_SELECTOR,
+    )  # fmt: skip
     teacher_s = time.perf_counter() - start
     shards = plan_shards(request.reference_url)
     scoring = request.scoring_config()

@@ -113,9 +113,9 @@ def candidate_grid(
 
     ``keep`` and ``seed`` come from ``base``. Safety-Net candidates need the "pred" column. ``selectors``
     restricts the registry (default: all of ``SELECTORS``); ``skip`` drops selectors that would repeat another
-    candidate. With the full score table (``SCORE_COLUMNS`` + ``RELEVANCE_COLUMNS``) and the default alphas
-    around a base alpha of 0.5 that is 8 selectors x (1 + 3) = 32 candidates; the paper's columns alone give
-    4 x 4 = 16; ``alphas=()`` halves either.
+    candidate. Each usable selector gives 1 + 3 candidates with the default alphas around a base alpha of 0.5
+    (``alphas=()``: 1 + 1): with ``SCORE_COLUMNS`` + ``RELEVANCE_COLUMNS`` and the registry of this writing, 11
+    selectors, 44 candidates (the paper's four and knn's four, 32, before the data-pruning ones joined).
     """
     columns = set(available_columns)
     names = [s for s in (SELECTORS if selectors is None else selectors) if s not in skip]
@@ -327,6 +327,7 @@ def proxy_student_accuracy(
     if x_train.ndim != x_val.ndim or x_train.shape[1:] != x_val.shape[1:]:
         raise ValueError(f"train and validation inputs differ in shape: {tuple(x_train.shape)}, {tuple(x_val.shape)}")
     cfg = replace(train_cfg, epochs=epochs)
+    torch.manual_seed(cfg.seed)  # the model's initial weights are part of the recipe, as in fit_classifier
     if x_train.ndim == 4:
         model = create_model(cfg.model, n_classes, in_chans=x_train.shape[1])
         return accuracy(train_classifier(model, x_train, y_train, cfg, desc="proxy"), x_val, y_val)

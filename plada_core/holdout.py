@@ -15,7 +15,10 @@ import numpy as np
 
 __all__ = ["stratified_holdout"]
 
-_FIXED = "pick a fixed selector instead of `--selector auto`"
+_FIXED = (
+    "pick a fixed selector instead of `--selector auto` (it publishes without a validation split, so without a "
+    "predicted accuracy)"
+)
 
 
 def _check_args(labels: np.ndarray, fraction: float, min_per_class: int, n_classes: int | None) -> np.ndarray:

@@ -312,7 +312,10 @@ def select_excluding(
 
 
 def check_pool(
-    pool_index: np.ndarray, pool: ImageHashes, targets: Mapping[str, ImageHashes], max_hamming: int = DEFAULT_MAX_HAMMING
+    pool_index: np.ndarray,
+    pool: ImageHashes,
+    targets: Mapping[str, ImageHashes],
+    max_hamming: int = DEFAULT_MAX_HAMMING,
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """``find_duplicates`` of the pool against each named target split (``{"test": ..., "train": ...}``).
 

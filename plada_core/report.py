@@ -66,11 +66,14 @@ def validation_markdown(auto: dict | None) -> list[str]:
     """The validation table of an ``auto_selection`` summary as markdown lines (none without one)."""
     if not auto:
         return []
+    if not auto.get("predicted_accuracy"):
+        return ["", f"Selection not measured: {auto.get('skipped')}"]
     p = auto["predicted_accuracy"]
     lines = ["", f"## Selection measured on a held-out validation split ({p['n_val']} images)", "",
              f"Chosen: `{auto['winner']}`; predicted client accuracy {p['value']:.4f} ± {p['se']:.4f} "
-             f"(95 % CI {p['ci95'][0]:.4f}–{p['ci95'][1]:.4f}). {p['note']}.", "",
-             "| candidate | val acc | ± se | n kept | payload bytes | chosen |", "|---|---|---|---|---|---|"]  # fmt: skip
+             f"(95 % CI {p['ci95'][0]:.4f}–{p['ci95'][1]:.4f}). {p['note'][:1].upper()}{p['note'][1:]}.", "",
+             "| candidate | val acc | ± se | n kept | payload bytes | chosen |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
     lines += [f"| {r['candidate']} | {r['val_acc']:.4f} | {r['val_acc_se']:.4f} | {r['n_kept']} | "
               f"{r['payload_bytes']} | {'yes' if r['chosen'] else ''} |" for r in auto["candidates"]]  # fmt: skip
     return lines

@@ -10,7 +10,9 @@ Beside the paper's selectors sit domain-aware ones that read the relevance colum
 first), ``knn_agree`` (target-like and label-consistent first), ``knn_cover`` (round-robin over the nearest target
 images, so the kept set covers the target data), ``knn_sample`` (the same rounds in random order, each
 neighbourhood's closest and most confidently labelled image first) and ``auto_energy`` (low- or high-energy
-first, whichever agrees with the target-based relevance).
+first, whichever agrees with the target-based relevance). Selectors from the data-pruning literature (``ccs``,
+``easy_first``, ``hard_first``, ``density_ratio``, ``reliable``) live in ``plada_core.pruning``; the registry
+below is still the one list of names.
 
 NaN priorities (a NaN energy from a broken image, say) rank after every non-NaN value of the same
 ranking, so they are kept only when a budget cannot be filled otherwise. Under the Safety-Net the ranking
@@ -28,6 +30,7 @@ import numpy as np
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
+from plada_core import pruning
 from plada_core.quotas import safety_net_quotas
 
 __all__ = [
@@ -158,6 +161,11 @@ SELECTORS: dict[str, Selector] = {
     "knn_cover": _knn_cover,
     "knn_sample": _knn_sample,
     "auto_energy": _auto_energy,
+    "ccs": pruning.ccs,
+    "easy_first": pruning.easy_first,
+    "hard_first": pruning.hard_first,
+    "density_ratio": pruning.density_ratio,
+    "reliable": pruning.reliable,
 }
 
 

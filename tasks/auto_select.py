@@ -9,6 +9,7 @@ the composition is ``plada_core.proxy.evaluate_candidates``, this module only re
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -20,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from plada_core.auto_selection import Candidate, candidate_grid
 from plada_core.datasets import selected_tensors
+from plada_core.devices import resolve_device
 from plada_core.images import PreprocessConfig, decode_image
 from plada_core.io import checkpoints, layout, pool, storage, tables
 from plada_core.io.arrays import read_npz
@@ -125,9 +127,20 @@ def auto_select(
     of ``proxy`` for ``auto.proxy_epochs`` epochs on the validation split; write ``auto_selection.json`` and a
     Prefect table artifact. Returns the choice's summary, whose ``config`` is the winning ``SelectionConfig``.
 
-    Pool images in ``exclude`` (indices) are never selected, as in ``select_and_encode``."""
+    Pool images in ``exclude`` (indices) are never selected, as in ``select_and_encode``. A fixed selector whose
+    teacher has no validation split (the target split was too small) is returned unmeasured, saying so."""
     start = time.perf_counter()
     setup_torch()
+    if not storage.exists(layout.validation_url(teacher_url)):
+        if cfg.selector == AUTO_SELECTOR:
+            raise ValueError(f"{teacher_url} has no validation split to measure candidates on: delete its folder "
+                             "to retrain it with one, or pick a fixed selector")  # fmt: skip
+        summary = {"winner": fixed_candidate(cfg).name, "config": dataclasses.asdict(cfg), "candidates": [],
+                   "predicted_accuracy": None, "requested": cfg.selector,
+                   "skipped": "no validation split: the target train split is too small (see the teacher's "
+                   "metadata, holdout)"}  # fmt: skip
+        storage.write_json(layout.auto_selection_url(out_url), summary)
+        return summary
     scores = read_scores(score_urls)
     _, teacher = checkpoints.load_checkpoint(teacher_url)
     class_names = teacher["class_names"]
@@ -140,16 +153,17 @@ def auto_select(
         remaining, config = without_pool_images(scores, drop, config)
         result = select_and_pack(remaining, class_names, config, codec, n_reference=ref["n"],
                                  fingerprint=ref["fingerprint"], index=index, layout=pool_layout,
-                                 max_bytes=max_payload_bytes)  # fmt: skip
+                                 max_bytes=max_payload_bytes, meta={"teacher": teacher_url})  # fmt: skip
         return result.kept["index"].to_numpy(np.int64), len(result.payload)
 
     x, y, _ = load_split(target_train, preprocess)
     val = torch.from_numpy(read_npz(layout.validation_url(teacher_url))["val_positions"])
     x_val, y_val = x[val], y[val]
-    backbone = None
-    if is_frozen_backbone(proxy.model):
-        backbone = create_model(proxy.model, len(class_names), in_chans=x_val.shape[1])
-        x_val = features(backbone, x_val)
+    backbone = create_model(proxy.model, len(class_names), in_chans=x_val.shape[1])
+    if getattr(backbone, "frozen_backbone", False):  # head-only proxies: features in, computed once per image
+        x_val = features(backbone.to(resolve_device(proxy.device)), x_val)
+    else:
+        backbone = None
     candidates = candidate_grid(scores.columns, cfg) if cfg.selector == AUTO_SELECTOR else [fixed_candidate(cfg)]
     choice = evaluate_candidates(
         candidates, scores, pack, _loader(reference_url, out_url, preprocess, backbone), x_val, y_val, proxy,

@@ -5,12 +5,14 @@ drop check, pool reference, layout and index, teacher metadata) and writes its o
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from plada_core.io import checkpoints, pool, storage, tables
 from plada_core.payload import uses_layout
+from plada_core.proxy import without_pool_images
 from plada_core.publishing import select_and_pack
 from plada_core.selection import SelectionConfig
 from tasks.common import logger
@@ -53,6 +55,8 @@ def select_and_encode(
     max_payload_bytes: int | None = None,
     task: str | None = None,
     version: str | None = None,
+    exclude: list[int] | None = None,
+    extra: dict | None = None,
 ) -> dict:
     """Write ``manifest.parquet``, ``payload.plada`` and ``selection.json`` under ``out_url``; return their URLs.
 
@@ -60,10 +64,15 @@ def select_and_encode(
     the summary's ``keep_reached`` says which fraction of the pool that is. ``codec="auto"`` encodes with every
     registered codec and keeps the smallest payload (the summary's ``codec`` names the one kept). The payload
     carries the teacher's class names, and the ``task`` and release ``version`` when given (release names).
+    Pool images in ``exclude`` (indices) are never selected, a fraction ``keep`` still meaning a share of every
+    scored image (``plada_core.proxy.without_pool_images``); ``extra`` (the validation table, the leakage
+    check) goes into ``selection.json`` and the manifest's metadata.
     """
     ref = pool.read_reference(reference_url)
     scores, drops = _read_scores(score_urls)
     _check_drop_rate(drops, max_drop_rate)
+    # pool images in ``exclude`` (duplicates of target test images) never take a place; the budget stays the same
+    scores, cfg = without_pool_images(scores, np.asarray(exclude or [], np.int64), cfg)
     _, teacher = checkpoints.load_checkpoint(teacher_url)
     result = select_and_pack(
         scores,
@@ -75,14 +84,15 @@ def select_and_encode(
         index=lambda kept: pool.read_index(reference_url, kept, ["index", "key", "shard"]),
         layout=pool.read_layout(reference_url) if uses_layout(codec) else None,
         max_bytes=max_payload_bytes,
-        meta={"teacher": {"url": teacher_url, "model": teacher["model"], "test_acc": teacher.get("test_acc")}},
+        meta={"teacher": {"url": teacher_url, "model": teacher["model"], "test_acc": teacher.get("test_acc")},
+              **(extra or {})},  # fmt: skip
         task=task,
         version=version,
     )
     urls = {"manifest": storage.join(out_url, "manifest.parquet"), "payload": storage.join(out_url, "payload.plada")}
     tables.write_table(result.manifest, urls["manifest"])
     storage.write_bytes(urls["payload"], result.payload)
-    summary = {**result.summary, "drops": drops, **urls}
+    summary = {**result.summary, "drops": drops, **(extra or {}), **urls}
     storage.write_json(storage.join(out_url, "selection.json"), summary)
     logger().info("kept %d of %d images; payload %d bytes (%s)", summary["n_kept"], ref["n"], summary["payload_bytes"],
                   summary["codec"])  # fmt: skip

@@ -11,7 +11,9 @@ Beside ``teacher.pt`` go the files later steps read (paths in ``plada_core.io.la
   (``plada_core.leakage``); the split is decoded here anyway.
 
 A given checkpoint (``cfg.checkpoint``) may have been trained on the validation images: its bank still leaves them
-out, and its metadata says ``teacher_saw_validation``.
+out, and its metadata says ``teacher_saw_validation``. A target split too small to hold out from (a class with fewer
+than ``2 * val_min_per_class`` images) stops a run that needs the split (``--selector auto``) with the holdout's
+error; a fixed selector then trains on everything, and its metadata's ``holdout`` says why there is no split.
 """
 
 from __future__ import annotations
@@ -60,11 +62,20 @@ def ensure_bank(teacher_url: str, target_train: str | None = None) -> str:
     return write_bank(model, x[fit], y[fit], teacher_url)
 
 
-def write_validation_split(teacher_url: str, labels: np.ndarray, n_classes: int, auto: AutoConfig, seed: int) -> dict:
-    """Hold out the validation split of ``labels`` (the target train split) and store it; returns its record."""
-    train_positions, val_positions = stratified_holdout(
-        np.asarray(labels), auto.val_fraction, auto.val_min_per_class, seed=seed, n_classes=n_classes
-    )
+def write_validation_split(
+    teacher_url: str, labels: np.ndarray, n_classes: int, auto: AutoConfig, seed: int, required: bool = True
+) -> dict:
+    """Hold out the validation split of ``labels`` (the target train split) and store it; returns its record.
+    A split that cannot be made raises, unless not ``required``: then the record says why, and nothing is stored."""
+    try:
+        train_positions, val_positions = stratified_holdout(
+            np.asarray(labels), auto.val_fraction, auto.val_min_per_class, seed=seed, n_classes=n_classes
+        )
+    except ValueError as exc:
+        if required:
+            raise
+        logger().warning("no validation split, so no predicted accuracy: %s", exc)
+        return {"skipped": str(exc)}
     write_npz(layout.validation_url(teacher_url), train_positions=train_positions, val_positions=val_positions)
     return {"val_fraction": auto.val_fraction, "val_min_per_class": auto.val_min_per_class, "seed": seed,
             "n_fit": len(train_positions), "n_val": len(val_positions)}  # fmt: skip
@@ -89,14 +100,15 @@ def _given_teacher(cfg: TeacherConfig, target_train: str):
     return model, preprocess, meta.get("class_names") or list(open_source(target_train).class_names), meta["model"]
 
 
-def _reuse(url: str, target_train: str, target_test: str, cfg: TeacherConfig, auto: AutoConfig | None) -> str:
+def _reuse(url: str, target_train: str, target_test: str, cfg: TeacherConfig, auto: AutoConfig | None,
+           required: bool) -> str:  # fmt: skip
     """Complete the side files of an existing checkpoint (older runs wrote fewer of them)."""
     logger().info("teacher checkpoint %s exists; reusing it", url)
     setup_torch()
-    if auto is not None and not storage.exists(layout.validation_url(url)):
-        _, meta = checkpoints.load_checkpoint(url)
+    _, meta = checkpoints.load_checkpoint(url)
+    if auto is not None and "holdout" not in meta and not storage.exists(layout.validation_url(url)):
         labels = open_source(target_train).load_arrays()[1]
-        write_validation_split(url, labels, meta["num_classes"], auto, cfg.train.seed)
+        write_validation_split(url, labels, meta["num_classes"], auto, cfg.train.seed, required)
         logger().warning("%s was trained before a validation split was held out: validation accuracies of this "
                          "run are optimistic; delete the teacher folder to retrain it", url)  # fmt: skip
     if auto is not None and not storage.exists(layout.target_hashes_url(url)):
@@ -107,14 +119,19 @@ def _reuse(url: str, target_train: str, target_test: str, cfg: TeacherConfig, au
 
 @task(cache_policy=NO_CACHE)
 def train_teacher(
-    target_train: str, target_test: str, out_url: str, cfg: TeacherConfig, auto: AutoConfig | None = None
+    target_train: str,
+    target_test: str,
+    out_url: str,
+    cfg: TeacherConfig,
+    auto: AutoConfig | None = None,
+    require_validation: bool = True,
 ) -> str:
     """Write ``teacher.pt`` (state dict + metadata, test accuracy included) and its ``target_bank.npz``; with
-    ``auto``, first hold out ``validation.npz`` (the teacher and bank fit the rest) and write
-    ``target_hashes.npz``. Returns the checkpoint's URL."""
+    ``auto``, first hold out ``validation.npz`` (the teacher and bank fit the rest; a split too small raises
+    unless not ``require_validation``) and write ``target_hashes.npz``. Returns the checkpoint's URL."""
     url = layout.teacher_url(out_url)
     if storage.exists(url):
-        return _reuse(url, target_train, target_test, cfg, auto)
+        return _reuse(url, target_train, target_test, cfg, auto, require_validation)
     setup_torch()
     if cfg.checkpoint:
         model, preprocess, class_names, model_name = _given_teacher(cfg, target_train)
@@ -125,7 +142,9 @@ def train_teacher(
     extra = {}
     fit = torch.arange(len(y))
     if auto is not None:
-        extra["holdout"] = write_validation_split(url, y.numpy(), len(class_names), auto, cfg.train.seed)
+        extra["holdout"] = write_validation_split(
+            url, y.numpy(), len(class_names), auto, cfg.train.seed, require_validation
+        )
         extra["teacher_saw_validation"] = bool(cfg.checkpoint)  # a given teacher: unknown, assume the worst
         fit = torch.from_numpy(_fit_positions(url, len(y)))
         write_target_hashes(url, target_train, target_test)

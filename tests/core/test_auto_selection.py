@@ -26,6 +26,8 @@ from plada_core.selection import SELECTORS, SelectionConfig
 from plada_core.training import TrainConfig
 
 FULL = SCORE_COLUMNS + RELEVANCE_COLUMNS
+# The registry as these counts were written against; selectors registered since join the full grid (checked below).
+FIRST = ["energy", "opposite_energy", "entropy", "random", "knn", "knn_agree", "knn_cover", "knn_sample", "auto_energy"]
 BASE = SelectionConfig(selector="energy", keep=500, safety_net=True, alpha=0.5, seed=3)
 
 
@@ -33,11 +35,13 @@ def test_required_columns_are_read_from_the_selectors():
     assert required_columns("random") == frozenset()
     assert required_columns("energy") == required_columns("opposite_energy") == {"energy"}
     assert required_columns("knn_sample") == {"knn_sim", "margin", "knn_nn"}
-    assert all(required_columns(s) <= set(FULL) for s in SELECTORS)
+    from plada_core.pruning import PRUNING_COLUMNS
+
+    assert all(required_columns(s) <= set(FULL) | set(PRUNING_COLUMNS) for s in SELECTORS)
 
 
 def test_full_grid_has_every_selector_off_and_on_with_the_alpha_grid():
-    grid = candidate_grid(FULL, BASE)
+    grid = candidate_grid(FULL, BASE, selectors=FIRST)
     names = [c.name for c in grid]
     assert len(grid) == 32 and len(set(names)) == 32
     fixed = ["random", "energy", "opposite_energy", "entropy", "knn", "knn_agree", "knn_cover", "knn_sample"]
@@ -49,15 +53,18 @@ def test_full_grid_has_every_selector_off_and_on_with_the_alpha_grid():
     assert sn["knn_cover+sn(0)"] == SelectionConfig("knn_cover", keep=500, safety_net=True, alpha=0.0, seed=3)
     assert all(c.config.keep == 500 and c.config.seed == 3 for c in grid)
     assert not any(c.config.safety_net for c in grid[:8])
+    usable = [s for s in SELECTORS if s != "auto_energy" and required_columns(s) <= set(FULL)]
+    everything = candidate_grid(FULL, BASE)
+    assert len(everything) == 4 * len(usable) and {c.config.selector for c in everything} == set(usable)
 
 
 def test_grid_follows_the_available_columns():
-    paper = candidate_grid(SCORE_COLUMNS, BASE)
+    paper = candidate_grid(SCORE_COLUMNS, BASE, selectors=FIRST)
     assert len(paper) == 16 and {c.config.selector for c in paper} == {"random", "energy", "opposite_energy", "entropy"}
-    no_pred = candidate_grid(["energy"], BASE)
+    no_pred = candidate_grid(["energy"], BASE, selectors=FIRST)
     assert [c.name for c in no_pred] == ["random", "energy", "opposite_energy"]  # Safety-Net needs "pred"
-    assert len(candidate_grid(FULL, BASE, alphas=())) == 16
-    assert len(candidate_grid(FULL, BASE, skip=())) == 36
+    assert len(candidate_grid(FULL, BASE, alphas=(), selectors=FIRST)) == 16
+    assert len(candidate_grid(FULL, BASE, skip=(), selectors=FIRST)) == 36
     custom = candidate_grid(FULL, SelectionConfig(alpha=0.25), alphas=(0.0, 0.25), selectors=["knn", "random"])
     assert [c.name for c in custom] == ["random", "knn", "random+sn(0.25)", "random+sn(0)", "knn+sn(0.25)", "knn+sn(0)"]
 
@@ -119,7 +126,7 @@ def test_default_tolerance_is_one_validation_image():
 
 
 def test_predicted_accuracy_uncertainty():
-    grid = candidate_grid(SCORE_COLUMNS, BASE)  # 16 candidates
+    grid = candidate_grid(SCORE_COLUMNS, BASE, selectors=FIRST)  # 16 candidates
     acc = {c.name: 0.60 + 0.001 * i for i, c in enumerate(grid)}
     acc["energy+sn(1)"] = 0.70
     choice = choose(grid, _fake(acc, n_val=5000))
@@ -193,6 +200,19 @@ def test_proxy_student_learns_and_is_deterministic(one_thread):
     acc = proxy_student_accuracy(x, y, xv, yv, cfg, epochs=3, n_classes=2)
     assert acc >= 0.9
     assert proxy_student_accuracy(x, y, xv, yv, cfg, epochs=3, n_classes=2) == acc
+
+
+def test_proxy_weights_start_from_the_seed_not_from_what_ran_before(monkeypatch, one_thread):
+    """A candidate's score must not depend on its place in the grid."""
+    x, y = _bars(64, seed=0)
+    cfg = TrainConfig(model="plada_cnn", batch_size=32, shift=0.0, device="cpu", seed=0)
+    made, real = [], auto_selection.create_model
+    monkeypatch.setattr(auto_selection, "create_model", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    for noise in (1, 2):
+        torch.manual_seed(noise)
+        proxy_student_accuracy(x, y, x, y, cfg, epochs=1, n_classes=2)
+    first, second = (m.state_dict() for m in made)
+    assert all(torch.equal(first[k], second[k]) for k in first)
 
 
 class _FrozenLinear(nn.Module):

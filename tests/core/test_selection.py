@@ -21,8 +21,8 @@ DETERMINISTIC = ["energy", "opposite_energy", "entropy"]  # the ones whose NaN r
 
 
 def make_scores(energy, pred, entropy=None):
-    """Paper columns plus the relevance columns of the scoring pass (derived from them, so ties and NaNs carry
-    over): every registered selector can run on these."""
+    """Paper columns plus the relevance and pruning columns of the scoring pass (derived from them, so ties and
+    NaNs carry over): every registered selector can run on these."""
     energy = np.asarray(energy, dtype=np.float32)
     entropy = np.abs(energy) if entropy is None else np.asarray(entropy, dtype=np.float32)
     n = len(energy)
@@ -36,6 +36,9 @@ def make_scores(energy, pred, entropy=None):
         "knn_agree": (np.arange(n) % 3 / 2).astype(np.float32),
         "knn_nn": (np.arange(n) % 4).astype(np.int32),
         "energy_cdf": np.linspace(0, 1, n, dtype=np.float32),
+        # the columns of plada_core.pruning's selectors
+        "density_ratio": (-energy).astype(np.float32),
+        "label_stable": np.where(np.isnan(energy), np.nan, np.arange(n) % 3 / 2).astype(np.float32),
     }
 
 
@@ -102,7 +105,7 @@ def test_numpy_scalars_are_accepted():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(selector="energyy"), r"unknown selector 'energyy'; valid selectors: \['auto_energy', 'energy', 'entropy'"),
+        (dict(selector="energyy"), r"unknown selector 'energyy'; valid selectors: \['auto_energy', 'ccs', 'density_r"),
         (dict(keep=2.0), "got 2.0"),
         (dict(keep=0), "got 0"),
         (dict(alpha=math.inf), "alpha must be finite, got inf"),

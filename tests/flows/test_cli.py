@@ -105,7 +105,7 @@ def test_flags_reach_the_stage_configs():
                     "--image-size", "8", "--crop", "content", "--seed", "4", "--codec", "auto", "--runner", "dask",
                     "--workers", "3", "--dask-address", "tcp://h:8786", "--teacher-checkpoint", "t.pt"])  # fmt: skip
     assert run.references == ["r", "r2"] and (run.codec, run.runner, run.workers) == ("auto", "dask", 3)
-    assert run.selection_config() == SelectionConfig(keep=500, safety_net=False, alpha=0.25, seed=4)
+    assert run.selection_config() == SelectionConfig("auto", keep=500, safety_net=False, alpha=0.25, seed=4)
     teacher = run.teacher_config()
     assert (teacher.train.epochs, teacher.train.seed, teacher.checkpoint) == (3, 4, "t.pt")
     assert teacher.preprocess == run.student_config().preprocess == PreprocessConfig(image_size=8, crop="content")
@@ -116,8 +116,11 @@ def test_flags_reach_the_stage_configs():
 def test_defaults_are_the_core_configs_defaults():
     _, run = parse(["run", *REQUIRED["run"], "--target-test", "t", "--out", "o"])
     assert run.teacher_config() == TeacherConfig() and run.student_config() == StudentConfig()
-    assert run.selection_config() == SelectionConfig()
+    assert run.selection_config() == SelectionConfig(selector="auto")  # the one default a publisher changes
     assert run.scoring_config() == ScoringConfig()
+    from plada_core.proxy import AutoConfig
+
+    assert run.auto_config() == AutoConfig()
 
 
 def test_demo_takes_the_pair_and_the_given_flags(monkeypatch):

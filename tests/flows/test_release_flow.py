@@ -44,6 +44,27 @@ def test_release_then_idempotent_rerun(prefect_server, request_for):
     assert again["payload_url"] == first["payload_url"] and open(release_file).read() == before
 
 
+def test_release_predicts_its_accuracy_from_the_validation_table(prefect_server, request_for):
+    record = publish_task(request_for(version="v-auto", proxy_epochs=2))
+    report = record["report"]
+    predicted = report["predicted_acc"]
+    assert 0 <= predicted["ci95"][0] <= predicted["value"] <= predicted["ci95"][1] <= 1 and predicted["se"] > 0
+    assert predicted["n_candidates"] == len(report["auto_selection"]["candidates"]) > 8
+    assert report["selector"] == report["auto_selection"]["config"]["selector"] != "auto"
+    assert report["leakage"]["checked"] and report["leakage"]["n_excluded"] == len(
+        releases_excluded(record)
+    )
+    stored = releases.read_release(request_for().root_url, "tiny", "v-auto")
+    assert stored["report"]["predicted_acc"] == predicted
+
+
+def releases_excluded(record: dict) -> list[int]:
+    """The pool indices the release could not select (test duplicates), from its leakage.json."""
+    from plada_core.io import layout, storage
+
+    return storage.read_json(layout.leakage_url(record["url"]))["test_duplicates"]
+
+
 def test_failed_run_leaves_latest_where_it_was(prefect_server, request_for):
     publish_task(request_for())
     before = releases.read_latest(request_for().root_url, "tiny")
@@ -127,9 +148,10 @@ def test_ui_form_offers_exactly_the_registered_codecs_and_auto(model):
 @pytest.mark.parametrize("model", [ReleaseRequest, PublishRequest, RunRequest])
 def test_ui_form_offers_exactly_the_registered_selectors_and_crops(model):
     from plada_core.images import CROPS
-    from plada_core.selection import SELECTORS
+    from plada_core.selection import AUTO_SELECTOR, SELECTORS
 
-    assert set(_form(model)["selector"]["enum"]) == set(SELECTORS)
+    assert set(_form(model)["selector"]["enum"]) == {AUTO_SELECTOR, *SELECTORS}
+    assert _form(model)["selector"]["default"] == AUTO_SELECTOR  # publishers measure their selection by default
     assert set(_form(model)["crop"]["enum"]) == set(CROPS)
 
 

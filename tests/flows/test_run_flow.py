@@ -46,6 +46,28 @@ def test_plada_run_end_to_end(prefect_server, tiny_npz, tmp_path):
     assert "| student_acc |" in (tmp_path / "run" / "report.md").read_text()
 
 
+def test_auto_is_the_default_and_its_validation_table_is_recorded_everywhere(prefect_server, tiny_npz, tmp_path):
+    from plada_core.io import tables
+
+    report = _run(tiny_npz, tmp_path / "run")
+    auto = report["auto_selection"]
+    assert auto["requested"] == "auto" and len(auto["candidates"]) > 8
+    assert report["selector"] == auto["config"]["selector"] != "auto"
+    assert report["predicted_acc"] == auto["predicted_accuracy"]["value"] and report["predicted_acc_se"] > 0
+    selection = json.loads((tmp_path / "run" / "publish" / "selection.json").read_text())
+    assert selection["auto_selection"]["candidates"] == auto["candidates"]
+    assert {"candidate", "val_acc", "n_kept", "payload_bytes"} <= set(auto["candidates"][0])
+    manifest = tables.table_metadata(tables.read_table(str(tmp_path / "run" / "publish" / "manifest.parquet")))
+    assert manifest["auto_selection"]["winner"] == auto["winner"]
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    assert "held-out validation split" in markdown and f"| {auto['winner']} |" in markdown
+    # the tiny pool shares no image with the target test split; the leakage check ran and says so
+    leakage = report["leakage"]
+    assert leakage["checked"] and leakage["test"]["exact_pairs"] == 0 and "## Leakage" in markdown
+    assert leakage["n_excluded"] == leakage["test"]["pool_images_matched"]
+    assert {"teacher", "scoring", "auto_selection", "selection"} <= {k.split(".")[-1] for k in report["wall_s"]}
+
+
 def test_rerun_resumes_and_reproduces(prefect_server, tiny_npz, tmp_path):
     first = _run(tiny_npz, tmp_path / "a")
     scores = sorted((tmp_path / "a" / "publish" / "scores").iterdir())

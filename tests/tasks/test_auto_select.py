@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from plada_core.images import PreprocessConfig
 from plada_core.io import checkpoints, layout, pool, storage, tables
@@ -66,8 +67,9 @@ def test_auto_select_measures_the_grid_and_never_keeps_an_excluded_image(leaky, 
     artifacts = []
     monkeypatch.setattr(auto_task, "create_table_artifact", lambda **kw: artifacts.append(kw))
     excluded = list(range(300, 500))
-    summary = auto_select.fn(leaky["scores"], leaky["ref"], leaky["teacher"], leaky["train"], str(tmp_path),
-                             SelectionConfig(selector="auto", keep=0.1), AUTO, PROXY, PRE, exclude=excluded)  # fmt: skip
+    cfg = SelectionConfig(selector="auto", keep=0.1)
+    summary = auto_select.fn(leaky["scores"], leaky["ref"], leaky["teacher"], leaky["train"], str(tmp_path), cfg,
+                             AUTO, PROXY, PRE, exclude=excluded)  # fmt: skip
     table = summary["candidates"]
     assert len(table) > 8 and sum(r["chosen"] for r in table) == 1
     assert {r["n_kept"] for r in table} == {50}  # 0.1 of the 500 scored images, the excluded 200 not counted out
@@ -92,3 +94,62 @@ def test_a_target_split_too_small_to_hold_out_names_the_class(tmp_path):
     spec = f"npz:{tmp_path / 'small.npz'}"
     with pytest.raises(ValueError, match="class 1 has 6 images.*val_min_per_class"):
         train_teacher.fn(spec, spec, str(tmp_path / "t"), TeacherConfig(preprocess=PRE), AUTO)
+    teacher = train_teacher.fn(spec, spec, str(tmp_path / "t"), TeacherConfig(train=TrainConfig(epochs=1),
+                               preprocess=PRE), AUTO, require_validation=False)  # fmt: skip
+    _, meta = checkpoints.load_checkpoint(teacher)
+    assert "class 1 has 6 images" in meta["holdout"]["skipped"]  # a fixed selector publishes, unmeasured
+    assert not storage.exists(layout.validation_url(teacher))
+    fixed = SelectionConfig(selector="energy", keep=5)
+    summary = auto_select.fn([], "unused", teacher, spec, str(tmp_path), fixed, AUTO, PROXY, PRE)
+    assert summary["predicted_accuracy"] is None and winner_config(summary) == fixed and summary["skipped"]
+    with pytest.raises(ValueError, match="no validation split"):
+        auto_select.fn([], "unused", teacher, spec, str(tmp_path), SelectionConfig(selector="auto"), AUTO, PROXY,
+                       PRE)  # fmt: skip
+
+
+def test_cached_pool_features_are_read_for_the_union(leaky, tmp_path):
+    from plada_core.io.arrays import write_npz
+
+    shards = pool.shard_urls(leaky["ref"])
+    for s in pool.read_reference(leaky["ref"])["shards"]:
+        idx = np.arange(s["first_index"], s["first_index"] + s["n"])
+        write_npz(layout.pool_features_url(str(tmp_path), s["name"]), indices=idx,
+                  features=np.repeat(idx[:, None], 3, axis=1).astype(np.float16))  # fmt: skip
+    present, feats = auto_task._cached_features(str(tmp_path), leaky["ref"], np.array([3, 130, 499]))
+    assert present.tolist() == [3, 130, 499] and feats[:, 0].tolist() == [3.0, 130.0, 499.0]
+    assert feats.dtype == torch.float32 and len(shards) == 4
+    storage.remove(layout.pool_features_url(str(tmp_path), shards[0]))
+    assert auto_task._cached_features(str(tmp_path), leaky["ref"], np.array([3])) is None  # then: computed
+
+
+def test_with_a_byte_budget_every_candidate_gets_its_own_search(leaky, tmp_path, monkeypatch):
+    monkeypatch.setattr(auto_task, "create_table_artifact", lambda **kw: None)
+    grid = auto_select.fn(leaky["scores"], leaky["ref"], leaky["teacher"], leaky["train"], str(tmp_path),
+                          SelectionConfig(selector="auto"), AUTO, PROXY, PRE, max_payload_bytes=150)  # fmt: skip
+    rows = grid["candidates"]
+    assert all(r["payload_bytes"] <= 150 for r in rows) and len({r["n_kept"] for r in rows}) > 1
+
+
+def test_a_frozen_backbone_proxy_trains_its_head_on_features_computed_once(leaky, tmp_path, monkeypatch):
+    monkeypatch.setattr(auto_task, "create_table_artifact", lambda **kw: None)
+    calls = []
+    real = auto_task.features
+    monkeypatch.setattr(auto_task, "features", lambda model, x: calls.append(len(x)) or real(model, x))
+    proxy = TrainConfig(model="plada_effnet_lite0", epochs=1, device="cpu")
+    cfg = SelectionConfig(selector="energy", keep=20)
+    summary = auto_select.fn(leaky["scores"], leaky["ref"], leaky["teacher"], leaky["train"], str(tmp_path), cfg,
+                             AUTO, proxy, PreprocessConfig(image_size=32, channels=1))  # fmt: skip
+    assert summary["proxy"]["head_only"] and 0 <= summary["predicted_accuracy"]["value"] <= 1
+    assert sorted(calls) == sorted([summary["predicted_accuracy"]["n_val"], 20])  # validation, then the pool once
+
+
+def test_select_and_encode_skips_excluded_images_and_records_the_extra(leaky, tmp_path):
+    from tasks.select import select_and_encode
+
+    cfg = SelectionConfig(selector="energy", keep=0.1)
+    out = select_and_encode.fn(leaky["scores"], leaky["ref"], leaky["teacher"], str(tmp_path), cfg,
+                               exclude=list(range(300, 500)), extra={"leakage": {"n_excluded": 200}})  # fmt: skip
+    kept = tables.read_frame(out["manifest"])["index"]
+    assert len(kept) == out["n_kept"] == 50 and kept.max() < 300
+    assert storage.read_json(out["manifest"].rsplit("/", 1)[0] + "/selection.json")["leakage"] == {"n_excluded": 200}
+    assert tables.table_metadata(tables.read_table(out["manifest"]))["leakage"] == {"n_excluded": 200}

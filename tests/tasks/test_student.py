@@ -95,7 +95,6 @@ def test_torchscript_export_predicts_as_the_checkpoint(client, tmp_path):
 
 
 def test_onnx_export_without_the_package_fails_before_training(client, tmp_path):
-    pytest.importorskip("torch")
     try:
         import onnx  # noqa: F401
     except ImportError:
