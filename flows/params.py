@@ -152,9 +152,9 @@ class PublishSettings(Shared, TeacherTraining, TeacherSource, Scoring, Selection
     """How a task is published, wherever its data lives."""
 
     codec: Codec = Field(
-        "paper-zstd19",
-        description="Payload codec (paper-zstd19: the paper's; layout-rc: smallest on pools stored class by class; "
-        "auto: the smallest payload of all).",
+        AUTO,
+        description="Payload codec (auto: encode with every codec, keep the smallest payload, the header names it; "
+        "paper-zstd19: the paper's; layout-rc: smallest on pools stored class by class).",
     )
     max_payload_bytes: int | None = Field(
         None, ge=HEADER_SIZE, description="Budget mode: keep the largest selection whose payload fits (replaces keep)."
@@ -190,6 +190,13 @@ class PublishSettings(Shared, TeacherTraining, TeacherSource, Scoring, Selection
 class PublishRequest(PublishSettings, _Pool, _Targets, _Out):
     """Publish a task from an existing pool: teacher → scores → selection → manifest + payload under ``out``."""
 
+    payload_task: str | None = Field(
+        None, pattern=NAME_PATTERN, description="Task name the payload carries for its clients (publish-task: the task)."
+    )
+    payload_version: str | None = Field(
+        None, pattern=NAME_PATTERN, description="Release version the payload carries (publish-task: the version)."
+    )
+
 
 class ReleaseRequest(PublishSettings, _Pool, _Targets):
     """Publish one task release: teacher → scores → selection → manifest + payload under
@@ -204,8 +211,9 @@ class ReleaseRequest(PublishSettings, _Pool, _Targets):
     )
     root_url: str = _required("Where releases live (path, file:// or s3:// URL).")
 
-    def publish_request(self, out: str) -> PublishRequest:
-        return PublishRequest(**self._shared_with(PublishRequest), out=out)
+    def publish_request(self, out: str, version: str) -> PublishRequest:
+        shared = {k: v for k, v in self._shared_with(PublishRequest).items() if k not in ("task", "version")}
+        return PublishRequest(**shared, out=out, payload_task=self.task, payload_version=version)
 
 
 class StudentRecipe(Shared, StudentTraining):

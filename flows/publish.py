@@ -79,7 +79,8 @@ def publish(request: PublishRequest) -> dict:
     summary = select_and_encode(
         score_urls, request.reference_url, teacher_url, request.out, winner_config(choice),
         scoring.max_drop_rate, request.codec, request.max_payload_bytes,
-        exclude=excluded, extra={"auto_selection": choice, "leakage": _leakage_record(leakage, excluded)},
+        task=request.payload_task, version=request.payload_version, exclude=excluded,
+        extra={"auto_selection": choice, "leakage": _leakage_record(leakage, excluded)},
     )  # fmt: skip
     wall_s = {
         "teacher": teacher_s,
@@ -104,5 +105,6 @@ def random_baseline(request: PublishRequest, published: dict, out_url: str) -> d
     )
     return select_and_encode(
         published["score_urls"], request.reference_url, published["teacher_url"], out_url, cfg,
-        request.max_drop_rate, request.codec, exclude=published.get("excluded", []),
+        request.max_drop_rate, request.codec, task=request.payload_task, version=request.payload_version,
+        exclude=published.get("excluded", []),
     )  # fmt: skip

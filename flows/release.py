@@ -32,7 +32,7 @@ def publish_task(request: ReleaseRequest, lock_wait_s: float = 3600.0) -> dict:
         if releases.is_released(request.root_url, request.task, version):
             record = releases.read_release(request.root_url, request.task, version)  # idempotent re-run
         else:
-            publishing = request.publish_request(out_url)
+            publishing = request.publish_request(out_url, version)
             published = run_publish(publishing)
             baseline = random_baseline(publishing, published, join(out_url, "baseline-random"))
             report = write_publish_report(out_url, published, baseline, request.model_dump())

@@ -24,6 +24,7 @@ of samples, in an order that depends on the number of workers.
 from __future__ import annotations
 
 import copy
+import multiprocessing
 from dataclasses import dataclass, field, replace
 from typing import Iterator
 
@@ -232,6 +233,19 @@ class _WorkerBatches(IterableDataset):
             yield Batch.collate(samples, done)
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Where DataLoader workers come from: freshly spawned interpreters, not forks of this process.
+
+    The student trains inside a flow run, whose process holds Prefect's threads, event loop and signal bridge;
+    workers forked from it exited with code 1 and no traceback when DataLoader shut them down (seen in the test
+    suite after the flow tests). A fork server would inherit the environment of the moment it started, not the
+    current one (an S3 endpoint set later would be missed). Spawned workers see the current environment and only
+    the stream's pickled state (URLs, the plan) crosses; the price is an interpreter start and the torch import
+    per worker and epoch, about a second or two, paid only with ``num_workers > 0``.
+    """
+    return multiprocessing.get_context("spawn")
+
+
 class StreamLoader:
     """One epoch of a ``ShardStream`` per iteration, in ``Batch``es of exactly ``batch_size`` (the last one of the
     epoch may be smaller), decoded in ``num_workers`` DataLoader workers (0: in this process).
@@ -254,7 +268,8 @@ class StreamLoader:
         self.done = []
         # Workers are started per epoch (not persistent), so each one pickles or forks the stream as it is now.
         loader = DataLoader(_WorkerBatches(self.stream, self.batch_size), batch_size=None,
-                            num_workers=self.num_workers, pin_memory=self.pin_memory)
+                            num_workers=self.num_workers, pin_memory=self.pin_memory,
+                            multiprocessing_context=_worker_context() if self.num_workers else None)
         for chunk in loader:
             for shard, drops in chunk.done.items():
                 self.drops.add(drops)

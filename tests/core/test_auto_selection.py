@@ -129,7 +129,7 @@ def test_predicted_accuracy_uncertainty():
     grid = candidate_grid(SCORE_COLUMNS, BASE, selectors=FIRST)  # 16 candidates
     acc = {c.name: 0.60 + 0.001 * i for i, c in enumerate(grid)}
     acc["energy+sn(1)"] = 0.70
-    choice = choose(grid, _fake(acc, n_val=5000))
+    choice = choose(grid, _fake(acc, n_val=5000), refine_top=None)
     p = choice.predicted
     assert choice.winner.name == "energy+sn(1)" and p.value == 0.70 and p.n_val == 5000 and p.n_candidates == 16
     assert p.se == pytest.approx(math.sqrt(0.7 * 0.3 / 5000)) == pytest.approx(standard_error(0.7, 5000))
@@ -254,3 +254,19 @@ def test_proxy_student_rejects_features_for_a_trainable_backbone():
     with pytest.raises(ValueError, match="differ in shape"):
         proxy_student_accuracy(torch.zeros(4, 8), torch.zeros(4, dtype=torch.long), torch.zeros(2, 9),
                                torch.zeros(2, dtype=torch.long), cfg, epochs=1, n_classes=2)  # fmt: skip
+
+
+def test_staged_search_refines_alpha_only_for_the_best_safety_net_selectors():
+    grid = candidate_grid(SCORE_COLUMNS, BASE, selectors=FIRST)  # 4 selectors: 4 plain, 4 x (0.5, 0, 1) with SN
+    acc = {c.name: 0.5 for c in grid}
+    acc.update({"entropy+sn(0.5)": 0.8, "energy+sn(0.5)": 0.7, "random+sn(0.5)": 0.6, "energy+sn(0)": 0.9,
+                "opposite_energy+sn(1)": 0.99})  # the last is never trained: its base ranks last
+    calls = []
+    choice = choose(grid, _fake(acc, calls=calls), refine_top=2)
+    assert choice.winner.name == "energy+sn(0)"
+    refined = {n for n in calls if n.endswith(("sn(0)", "sn(1)"))}
+    assert refined == {"entropy+sn(0)", "entropy+sn(1)", "energy+sn(0)", "energy+sn(1)"}
+    assert len(calls) == 8 + 4 == len(choice.table) and len(calls) == len(set(calls))
+    assert set(choice.skipped) == {c.name for c in grid} - set(calls)
+    assert "opposite_energy+sn(1)" in choice.summary()["not_evaluated"]
+    assert choice.predicted.n_candidates == 12
