@@ -181,8 +181,8 @@ def auto_select(
         table=[{k: str(v) for k, v in row.items()} for row in choice.table],
         description=f"Validation accuracy of each candidate selection; chosen: {choice.winner.name}",
     )
-    logger().info("selection %s: validation accuracy %.4f ± %.4f (%d candidates)", choice.winner.name,
-                  choice.predicted.value, choice.predicted.se, len(candidates))  # fmt: skip
+    logger().info("selection %s: validation accuracy %.4f ± %.4f (%d of %d candidates trained)", choice.winner.name,
+                  choice.predicted.value, choice.predicted.se, len(choice.table), len(candidates))  # fmt: skip
     return summary
 
 
