@@ -9,11 +9,8 @@ keep the candidate with the best validation accuracy. This module holds the pure
   there, Safety-Net off and on, a small alpha grid).
 - ``choose``: evaluate each candidate with the caller's function, rank, break ties towards the simpler candidate,
   and predict the client's accuracy with its uncertainty.
-- ``proxy_student_accuracy``: the student recipe for a few epochs on in-memory tensors (or cached features of a
-  frozen backbone), scored on the validation split.
-
-The caller (a task) owns storage and the payload bytes: ``evaluate`` builds the selection, measures its payload
-and calls ``proxy_student_accuracy``.
+The proxy students that ``evaluate`` trains, and the candidates' packing and loading, are in
+``plada_core.proxy``; the caller (a task) owns storage and the payload bytes.
 """
 
 from __future__ import annotations
@@ -24,12 +21,8 @@ from statistics import NormalDist
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
-import torch
 
-from plada_core.devices import model_device
-from plada_core.models import create_model
 from plada_core.selection import SELECTORS, SelectionConfig, get_selector
-from plada_core.training import TrainConfig, accuracy, train_classifier, train_head
 
 __all__ = [
     "REDUNDANT_SELECTORS",
@@ -39,7 +32,6 @@ __all__ = [
     "PredictedAccuracy",
     "candidate_grid",
     "choose",
-    "proxy_student_accuracy",
     "required_columns",
     "standard_error",
     "wilson_interval",
@@ -331,53 +323,3 @@ def _predict(results: list[CandidateResult], win: int) -> PredictedAccuracy:
         optimism_bound=se * _expected_max_normal(len(results)),
         runner_up_gap=r.val_acc - max(others) if others else 0.0,
     )
-
-
-@torch.no_grad()
-def _head_accuracy(model: torch.nn.Module, feats: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> float:
-    device = model_device(model)
-    pred = torch.cat([model.forward_head(feats[i : i + batch_size].to(device)).argmax(1).cpu()
-                      for i in range(0, len(feats), batch_size)])  # fmt: skip
-    return float((pred == y).float().mean())
-
-
-def proxy_student_accuracy(
-    x_train: torch.Tensor,
-    y_train: torch.Tensor,
-    x_val: torch.Tensor,
-    y_val: torch.Tensor,
-    train_cfg: TrainConfig,
-    epochs: int,
-    n_classes: int,
-    in_chans: int = 3,
-) -> float:
-    """Validation accuracy of ``train_cfg.model`` trained by the student recipe for ``epochs`` epochs.
-
-    ``x_*`` are images (N x C x H x W float, as the student sees them) or, for a frozen-backbone model
-    (``FrozenEffNetLite0``), that model's features (N x num_features, from ``training.features``): then only
-    the head trains, exactly as ``train_classifier`` would do, and a caller that tries many selections of one
-    pool computes each pool and validation image's features once. ``in_chans`` is only read with features.
-    ``n_classes`` is the task's, not the selection's (a small selection may miss a class). Seeded by
-    ``train_cfg.seed``: on the CPU two calls give the same number.
-    """
-    if len(x_val) != len(y_val) or len(x_val) == 0:
-        raise ValueError(
-            f"need the same non-zero number of validation inputs and labels, got {len(x_val)} and {len(y_val)}"
-        )
-    if x_train.ndim != x_val.ndim or x_train.shape[1:] != x_val.shape[1:]:
-        raise ValueError(f"train and validation inputs differ in shape: {tuple(x_train.shape)}, {tuple(x_val.shape)}")
-    cfg = replace(train_cfg, epochs=epochs)
-    torch.manual_seed(cfg.seed)  # the model's initial weights are part of the recipe, as in fit_classifier
-    if x_train.ndim == 4:
-        model = create_model(cfg.model, n_classes, in_chans=x_train.shape[1])
-        return accuracy(train_classifier(model, x_train, y_train, cfg, desc="proxy"), x_val, y_val)
-    if x_train.ndim != 2:
-        raise ValueError(f"inputs must be images (N x C x H x W) or features (N x F), got shape {tuple(x_train.shape)}")
-    model = create_model(cfg.model, n_classes, in_chans=in_chans)
-    if not getattr(model, "frozen_backbone", False):
-        raise ValueError(
-            f"features were given, but {cfg.model!r} trains its backbone: pass images, or use a frozen-backbone "
-            f"model such as 'plada_effnet_lite0'"
-        )
-    return _head_accuracy(train_head(model, x_train, y_train, cfg, desc="proxy"), x_val, y_val)
-

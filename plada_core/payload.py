@@ -41,10 +41,17 @@ from dataclasses import dataclass
 import numpy as np
 
 # re-exported so that callers importing them from here keep working; their home is plada_core.codecs
-from plada_core.codecs import AUTO, CODECS, Codec, CorruptBody, get_codec, uses_layout
-from plada_core.codecs import names_section
+from plada_core.codecs import AUTO, CODECS, Codec, CorruptBody, get_codec, names_section, uses_layout
 from plada_core.payload_header import (
-    FIELDS, U32_MAX, HEADER_SIZE, MAGIC, MAX_CLASSES, MAX_REFERENCE, PayloadError, checksum, read_header,
+    FIELDS,
+    HEADER_SIZE,
+    MAGIC,
+    MAX_CLASSES,
+    MAX_REFERENCE,
+    U32_MAX,
+    PayloadError,
+    checksum,
+    read_header,
 )
 
 __all__ = ["AUTO", "CODECS", "HEADER_SIZE", "Codec", "Payload", "PayloadError", "decode_payload", "encode_payload",

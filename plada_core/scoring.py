@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import queue
 import threading
-
 from dataclasses import dataclass, field
 from typing import Annotated, Callable, Iterable, Iterator
 

@@ -9,17 +9,17 @@ import pytest
 import torch
 from torch import nn
 
-from plada_core import auto_selection
+from plada_core import proxy
 from plada_core.auto_selection import (
     Candidate,
     CandidateResult,
     candidate_grid,
     choose,
-    proxy_student_accuracy,
     required_columns,
     standard_error,
     wilson_interval,
 )
+from plada_core.proxy import proxy_student_accuracy
 from plada_core.relevance import RELEVANCE_COLUMNS
 from plada_core.scoring import SCORE_COLUMNS
 from plada_core.selection import SELECTORS, SelectionConfig
@@ -206,8 +206,8 @@ def test_proxy_weights_start_from_the_seed_not_from_what_ran_before(monkeypatch,
     """A candidate's score must not depend on its place in the grid."""
     x, y = _bars(64, seed=0)
     cfg = TrainConfig(model="plada_cnn", batch_size=32, shift=0.0, device="cpu", seed=0)
-    made, real = [], auto_selection.create_model
-    monkeypatch.setattr(auto_selection, "create_model", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    made, real = [], proxy.create_model
+    monkeypatch.setattr(proxy, "create_model", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
     for noise in (1, 2):
         torch.manual_seed(noise)
         proxy_student_accuracy(x, y, x, y, cfg, epochs=1, n_classes=2)
@@ -235,7 +235,7 @@ def test_proxy_student_trains_only_the_head_on_features(monkeypatch, one_thread)
         made.append((name, num_classes, in_chans))
         return _FrozenLinear(num_classes, in_chans)
 
-    monkeypatch.setattr(auto_selection, "create_model", fake_create_model)
+    monkeypatch.setattr(proxy, "create_model", fake_create_model)
     gen = torch.Generator().manual_seed(0)
     centres = torch.eye(3, 4) * 3
     y, yv = torch.randint(0, 3, (90,), generator=gen), torch.randint(0, 3, (60,), generator=gen)
