@@ -13,7 +13,6 @@ import dataclasses
 import time
 
 import numpy as np
-import pandas as pd
 import torch
 from prefect import task
 from prefect.artifacts import create_table_artifact
@@ -23,8 +22,9 @@ from plada_core.auto_selection import Candidate, candidate_grid
 from plada_core.datasets import selected_tensors
 from plada_core.devices import resolve_device
 from plada_core.images import PreprocessConfig, decode_image
-from plada_core.io import checkpoints, layout, pool, storage, tables
+from plada_core.io import checkpoints, layout, pool, storage
 from plada_core.io.arrays import read_npz
+from plada_core.io.scores import read_scores
 from plada_core.leakage import ImageHashes, check_pool
 from plada_core.models import create_model
 from plada_core.payload import uses_layout
@@ -34,13 +34,7 @@ from plada_core.selection import AUTO_SELECTOR, SelectionConfig
 from plada_core.training import TrainConfig, features
 from tasks.common import load_split, logger, setup_torch
 
-__all__ = ["auto_select", "check_leakage", "fixed_candidate", "is_frozen_backbone", "read_scores", "winner_config"]
-
-
-def read_scores(score_urls: list[str]) -> pd.DataFrame:
-    """Every shard's scores in one frame, sorted by pool index."""
-    frames = [tables.read_table(url).to_pandas() for url in score_urls]
-    return pd.concat(frames, ignore_index=True).sort_values("index", ignore_index=True)
+__all__ = ["auto_select", "check_leakage", "fixed_candidate", "is_frozen_backbone", "winner_config"]
 
 
 @task(cache_policy=NO_CACHE)
@@ -48,7 +42,7 @@ def check_leakage(score_urls: list[str], teacher_url: str, out_url: str, max_ham
     """Write and return ``leakage.json``: per target split (test, train) the duplicate counts and a few examples
     as [pool index, target position, Hamming distance], and ``test_duplicates``, the pool indices that
     duplicate a target test image. ``checked`` is false, with the reason, when hashes are missing."""
-    scores = read_scores(score_urls)
+    scores, _ = read_scores(score_urls)
     hashes_url = layout.target_hashes_url(teacher_url)
     if not {"exact_hash", "phash"} <= set(scores.columns) or not storage.exists(hashes_url):
         found = {"checked": False, "reason": "scores or teacher lack image hashes (made before the leakage "
@@ -141,7 +135,7 @@ def auto_select(
                    "metadata, holdout)"}  # fmt: skip
         storage.write_json(layout.auto_selection_url(out_url), summary)
         return summary
-    scores = read_scores(score_urls)
+    scores, _ = read_scores(score_urls)
     _, teacher = checkpoints.load_checkpoint(teacher_url)
     class_names = teacher["class_names"]
     ref = pool.read_reference(reference_url)

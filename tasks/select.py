@@ -6,30 +6,16 @@ drop check, pool reference, layout and index, teacher metadata) and writes its o
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from plada_core.io import checkpoints, pool, storage, tables
+from plada_core.io.scores import read_scores
 from plada_core.payload import uses_layout
 from plada_core.proxy import without_pool_images
 from plada_core.publishing import select_and_pack
 from plada_core.selection import SelectionConfig
 from tasks.common import logger
-
-
-def _read_scores(score_urls: list[str]) -> tuple[pd.DataFrame, dict]:
-    """All shard scores (a few bytes per image) and the summed drop counts with per-shard detail."""
-    frames, drops = [], {"expected": 0, "n_dropped": 0, "shards": []}
-    for url in score_urls:
-        table = tables.read_table(url)
-        meta = tables.table_metadata(table)
-        frames.append(table.to_pandas())
-        drops["expected"] += meta.get("expected", table.num_rows)
-        drops["n_dropped"] += meta.get("n_dropped", 0)
-        if meta.get("n_dropped"):
-            drops["shards"].append({k: meta.get(k) for k in ("shard", "n_dropped", "read_errors", "undecodable")})
-    return pd.concat(frames, ignore_index=True).sort_values("index", ignore_index=True), drops
 
 
 def _check_drop_rate(drops: dict, max_drop_rate: float) -> None:
@@ -69,7 +55,7 @@ def select_and_encode(
     check) goes into ``selection.json`` and the manifest's metadata.
     """
     ref = pool.read_reference(reference_url)
-    scores, drops = _read_scores(score_urls)
+    scores, drops = read_scores(score_urls)
     _check_drop_rate(drops, max_drop_rate)
     # pool images in ``exclude`` (duplicates of target test images) never take a place; the budget stays the same
     scores, cfg = without_pool_images(scores, np.asarray(exclude or [], np.int64), cfg)
