@@ -27,15 +27,15 @@ DEMO_PAIRS = {
         "student_epochs": 30,
         "keep": 0.1,
     },
-    # CIFAR-10 target, Tiny-ImageNet pool at 32 px: the paper's ImageNet setting in miniature.
+    # CIFAR-10 target, Tiny-ImageNet pool: the paper's ImageNet setting in miniature. No preprocess: the
+    # multi-level frozen backbone gives its own (32 px RGB, models.model_input).
     "natural": {
         "target_train": "cifar10:train",
         "target_test": "cifar10:test",
         "references": ["tiny-imagenet"],
         "optional_references": [],
-        "preprocess": PreprocessConfig(image_size=32, channels=3, crop="none"),
-        "teacher_model": "plada_effnet_lite0",
-        "student_model": "plada_effnet_lite0",
+        "teacher_model": "plada_effnet_lite0_ml",
+        "student_model": "plada_effnet_lite0_ml",
         "teacher_epochs": 30,
         "student_epochs": 30,
         "keep": 0.1,
@@ -81,11 +81,11 @@ BENCH_PAIRS = {
     ),
     "C": BenchPair(
         "cifar10:train", "cifar10:test", ["tiny-imagenet"], PreprocessConfig(image_size=32, channels=3, crop="none"),
-        teacher_model="plada_effnet_lite0", student_model="plada_effnet_lite0", same_labels=False,
+        teacher_model="plada_effnet_lite0_ml", student_model="plada_effnet_lite0_ml", same_labels=False,
     ),
     "C64": BenchPair(
         "cifar10:train", "cifar10:test", ["tiny-imagenet"], PreprocessConfig(image_size=64, channels=3, crop="none"),
-        teacher_model="plada_effnet_lite0", student_model="plada_effnet_lite0", same_labels=False,
+        teacher_model="plada_effnet_lite0_ml", student_model="plada_effnet_lite0_ml", same_labels=False,
     ),
     "C-cnn": BenchPair(
         "cifar10:train", "cifar10:test", ["tiny-imagenet"], PreprocessConfig(image_size=32, channels=3, crop="none"),

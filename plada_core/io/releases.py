@@ -5,7 +5,7 @@ Layout under a root URL::
     tasks/<task>/<version>/...      everything one publish run wrote (manifest, payload, report)
     tasks/<task>/<version>/RELEASE.json   written last: the version is complete
     tasks/<task>/latest.json        {"version", "url", "payload_url", ...}; moved only after RELEASE.json exists
-    tasks/<task>/.lock              held while a publish of <task> runs
+    tasks/<task>/.lease/            the publish lease of <task> (leases.py), held while a publish runs
 
 The pointer is a small JSON object replaced atomically, so a reader sees the old or the new release,
 never a mix. A failed run never reaches the pointer, so ``latest`` stays where it was.
@@ -21,15 +21,12 @@ pointer, not from the publisher's URL in it. Its students go under its own outpu
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Iterator
 
-from plada_core.io import storage
+from plada_core.io import leases, storage
 from plada_core.io.layout import STUDENT_REPORT_NAME, STUDENTS_DIR, payload_url
 
 __all__ = [
@@ -38,6 +35,7 @@ __all__ = [
     "current_release",
     "is_released",
     "latest_url",
+    "next_version",
     "pointer_url",
     "promote",
     "read_latest",
@@ -55,8 +53,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _TASKS = "tasks"  # the folder under a root URL that holds every task
 
 
-class LockHeld(RuntimeError):
-    """Another publish of the same task holds the lock."""
+class LockHeld(leases.LeaseHeld):
+    """Another publish of the same task holds its lease; ``holder`` is the holder's record (owner, host, pid,
+    since, expires)."""
 
 
 def validate_name(kind: str, value: str) -> str:
@@ -96,6 +95,17 @@ def is_released(root: str, task: str, version: str) -> bool:
     return storage.exists(release_url(root, task, version))
 
 
+def next_version(root: str, task: str, base: str) -> str:
+    """``base`` if that version is not released yet, else the first free ``base.2``, ``base.3``, ...: a second
+    publish on one date (its inputs changed, or forced) gets a version of its own; released ones stay as they are."""
+    validate_name("version", base)
+    version, n = base, 1
+    while is_released(root, task, version):
+        n += 1
+        version = f"{base}.{n}"
+    return version
+
+
 def read_release(root: str, task: str, version: str) -> dict:
     return storage.read_json(release_url(root, task, version))
 
@@ -119,50 +129,26 @@ def promote(root: str, task: str, version: str) -> dict:
     return record
 
 
-def _try_create(url: str, body: bytes) -> bool:
-    """Create ``url`` only if absent. Local files: O_EXCL (atomic). Object stores: check-then-put, which is
-    racy; deployments therefore also set a Prefect concurrency limit of 1 per task (deployments/prefect.yaml)."""
-    fs, path = storage.get_fs(url)
-    if storage.to_url(url).startswith("file://"):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-        return True
-    if fs.exists(path):
-        return False
-    storage.write_bytes(url, body)
-    return True
-
-
 @contextmanager
-def task_lock(root: str, task: str, owner: str, wait_s: float = 0.0, poll_s: float = 1.0) -> Iterator[None]:
-    """Hold ``tasks/<task>/.lock`` for the block; wait up to ``wait_s`` for a holder to finish, then raise LockHeld."""
-    url = storage.join(_task_url(root, task), ".lock")
-    body = json.dumps(
-        {
-            "owner": owner,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "since": datetime.now(timezone.utc).isoformat(),
-        }
-    ).encode()
-    deadline = time.monotonic() + wait_s
-    while not _try_create(url, body):
-        if time.monotonic() >= deadline:
-            holder = storage.read_bytes(url).decode(errors="replace") if storage.exists(url) else "?"
-            raise LockHeld(
-                f"another publish of task {task!r} is running (lock {url} held by {holder}). Wait for it to finish; "
-                "if its process is gone, delete the lock file."
-            )
-        time.sleep(poll_s)
+def task_lock(
+    root: str,
+    task: str,
+    owner: str,
+    wait_s: float = 0.0,
+    poll_s: float = 1.0,
+    ttl_s: float = leases.DEFAULT_TTL_S,
+) -> Iterator[leases.Lease]:
+    """Hold the publish lease of ``task`` (``tasks/<task>/.lease/``, see leases.py) for the block: it expires
+    ``ttl_s`` after its last renewal, is renewed in the background while the block runs and released after it,
+    and a holder that died is taken over once its lease expires. Waits up to ``wait_s`` for a live holder, then
+    raises LockHeld; a block whose lease was taken over while it ran ends with ``leases.LeaseLost``."""
+    url = storage.join(_task_url(root, task), ".lease")
     try:
-        yield
-    finally:
-        storage.remove(url)
+        lease = leases.acquire(url, owner, ttl_s=ttl_s, wait_s=wait_s, poll_s=poll_s)
+    except leases.LeaseHeld as exc:
+        raise LockHeld(f"another publish of task {task!r} is running: {exc}", exc.holder) from None
+    with lease.kept():
+        yield lease
 
 
 def pointer_url(release: str) -> str:

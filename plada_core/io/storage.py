@@ -10,8 +10,13 @@ manifests and reports as they are. For S3 (s3fs → botocore) that means ``AWS_A
 S3 call of a process). fsspec's own configuration (``~/.config/fsspec/*.json``, ``FSSPEC_S3_*`` variables set
 before Python starts) applies as well. A URL with ``user:password@`` in it is refused.
 
-Transient errors (dropped connections, timeouts, 5xx) are retried here with exponential backoff, on top of
-the retries s3fs and botocore already make; missing objects and denied access fail at once.
+Transient errors (dropped connections, timeouts, 5xx) are retried in three layers: botocore retries each S3
+request (``S3_RETRIES``, set here once for every S3 client PLADA opens), s3fs retries each call (5 times, for
+throttling and dropped connections), and ``_retrying`` here retries the whole operation with exponential backoff
+(``PLADA_STORAGE_RETRIES``, any store); missing objects and denied access fail at once. Under throttling that
+does not let up, one S3 write thus gives up after 4 x 5 x 3 = 60 requests and about 45 s, with
+``TransientStorageError`` naming the URL (the fault drills in ``tests/integration/test_fault_drills.py`` measure
+this; botocore's own default made it 100 requests and about 3 minutes).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import logging
 import os
 import random
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -32,10 +38,12 @@ import fsspec
 __all__ = [
     "TransientStorageError",
     "atomic_open",
+    "create_new",
     "exists",
     "get_fs",
     "is_transient",
     "join",
+    "list_names",
     "open_read",
     "read_bytes",
     "read_json",
@@ -52,6 +60,12 @@ T = TypeVar("T")
 _OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 # s3fs can stage an upload invisibly (multipart, ``autocommit=False``) and publish it with one commit call.
 _STAGED_UPLOADS = {"s3", "s3a"}
+_S3 = {"s3", "s3a"}
+# botocore's per-request retries: "standard" mode backs off exponentially with full jitter (capped at 20 s),
+# retries throttling (503 SlowDown), 500/502/503/504 and dropped connections, and stops retrying when a client's
+# retry quota runs out (most of its requests failing), which the default "legacy" mode never does. Operators
+# override it with AWS_RETRY_MODE / AWS_MAX_ATTEMPTS or fsspec's s3 ``config_kwargs`` (those win).
+S3_RETRIES = {"mode": "standard", "total_max_attempts": 3}
 _CREDENTIALS_IN_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@]*:[^/@]*@")
 # Answers that are the same however often we ask: retrying them only delays a clear error.
 _PERMANENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -104,8 +118,21 @@ def get_fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """
     url = to_url(url)
     _check_no_credentials(url)
-    fs, path = fsspec.core.url_to_fs(url, use_listings_cache=False)
+    options = _s3_options() if fsspec.utils.get_protocol(url) in _S3 else {}
+    fs, path = fsspec.core.url_to_fs(url, use_listings_cache=False, **options)
     return fs, path
+
+
+def _s3_options() -> dict:
+    """s3fs options carrying ``S3_RETRIES`` under what the operator set: fsspec's s3 ``config_kwargs``
+    (``FSSPEC_S3_CONFIG_KWARGS``, ``~/.config/fsspec/s3.json``) and ``AWS_RETRY_MODE`` / ``AWS_MAX_ATTEMPTS`` win."""
+    config = dict(fsspec.config.conf.get("s3", {}).get("config_kwargs") or {})
+    retries = dict(config.get("retries") or {})
+    if "AWS_RETRY_MODE" not in os.environ:
+        retries.setdefault("mode", S3_RETRIES["mode"])
+    if "AWS_MAX_ATTEMPTS" not in os.environ and "max_attempts" not in retries:
+        retries.setdefault("total_max_attempts", S3_RETRIES["total_max_attempts"])
+    return {"config_kwargs": {**config, "retries": retries}}
 
 
 def join(url: str, *parts: str) -> str:
@@ -293,3 +320,91 @@ def remove(url: str) -> None:
             fs.rm(path, recursive=True)
 
     _retrying("removing", url, rm)
+
+
+# memory:// lives in this process, so a process-wide lock makes its check-then-put atomic.
+_MEMORY_CREATE = threading.Lock()
+
+
+def create_new(url: str, data: bytes) -> bool:
+    """Write ``data`` at ``url`` only if nothing is there: True if this call created it, False if it existed.
+
+    Atomic against any number of writers, and readers never see a partial object: local files are written to a
+    temporary sibling and hard-linked into place (``link`` refuses an existing name, as ``O_EXCL`` does); S3 is one
+    ``PutObject`` with ``If-None-Match: *`` (AWS S3, MinIO; moto checks and stores in two steps, see leases.py);
+    ``memory://`` holds a process lock. Retried on transient errors, so False can also mean that an earlier
+    attempt of this very call got through before its answer was lost: a caller that must know reads ``url`` back
+    and compares. Other stores raise NotImplementedError rather than fall back to a racy check-then-put.
+    """
+    fs, path = get_fs(url)
+    protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+    if protocols & _STAGED_UPLOADS:
+        create = _create_new_s3
+    elif "file" in protocols:
+        create = _create_new_local
+    elif "memory" in protocols:
+        create = _create_new_memory
+    else:
+        raise NotImplementedError(
+            f"cannot create {url} only-if-absent: PLADA knows no atomic conditional write for "
+            f"{sorted(protocols)}. Use a file://, s3:// (AWS S3, MinIO) or memory:// URL for this root."
+        )
+    return _retrying("creating", url, lambda: create(fs, path, url, data))
+
+
+def _create_new_local(fs: fsspec.AbstractFileSystem, path: str, url: str, data: bytes) -> bool:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+
+
+def _create_new_memory(fs: fsspec.AbstractFileSystem, path: str, url: str, data: bytes) -> bool:
+    with _MEMORY_CREATE:
+        if fs.exists(path):
+            return False
+        fs.pipe_file(path, data)
+        return True
+
+
+def _create_new_s3(fs: Any, path: str, url: str, data: bytes) -> bool:
+    bucket, key, _ = fs.split_path(path)
+    try:
+        fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        return True
+    except FileExistsError:  # 412 PreconditionFailed on If-None-Match, as s3fs translates it
+        return False
+    except FileNotFoundError as exc:  # only a missing bucket: the key itself is being created
+        raise FileNotFoundError(
+            f"cannot write {url}: {exc}. Create the bucket first (infra/README.md shows how for MinIO)."
+        ) from exc
+    except OSError as exc:
+        cause = getattr(exc.__cause__, "response", None) or {}
+        if cause.get("Error", {}).get("Code") == "PreconditionFailed":  # 412 without the condition named
+            return False
+        raise  # 409 ConditionalRequestConflict (a concurrent write of the key) and 5xx: _retrying tries again
+
+
+def list_names(url: str) -> list[str]:
+    """The names of the files directly inside folder (or prefix) ``url``, sorted; [] when there are none."""
+    fs, path = get_fs(url)
+    base = path.rstrip("/")
+
+    def ls() -> list[str]:
+        try:
+            found = fs.ls(base, detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in found if p.rstrip("/") != base)
+
+    return _retrying("listing", url, ls)

@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from plada_core.io import releases, storage
+from plada_core.io import leases, releases, storage
 
 
 def test_latest_moves_only_to_released_versions(tmp_path):
@@ -29,7 +29,7 @@ def test_lock_excludes_a_second_holder_and_is_released(tmp_path):
                 pass
     with releases.task_lock(root, "t", owner="third"):
         pass
-    assert not storage.exists(storage.join(root, "tasks", "t", ".lock"))
+    assert leases.current(storage.join(root, "tasks", "t", ".lease"))["released"]
 
 
 def test_concurrent_holders_never_overlap(tmp_path):
