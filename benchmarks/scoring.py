@@ -12,7 +12,10 @@ initialised ``plada_cnn_wide`` at 32 px RGB on CIFAR-10 JPEGs; weights do not ch
 - the ratios pipeline / ceiling as the median over interleaved rounds of each round's own ratio (plus the list);
 - forward-only and decode-only images/s, and where the rest of the pipeline's time goes;
 - peak RSS of a whole ``plada publish`` on a pool of N and of 4N images (in-process high-water mark);
-- wall time of ``plada publish`` on a 2-worker local Dask cluster vs 1 worker, against a real Prefect server.
+- wall time of ``plada publish`` on a 2-worker local Dask cluster vs 1 worker, against a real Prefect server;
+- the natural-image model (``plada_effnet_lite0_ml``, frozen): forward images/s at 32 and 64 px in
+  ``channels_last`` (its default) and in plain contiguous memory, interleaved rounds, with the largest feature
+  difference between the two (``--natural-only`` runs just this part).
 
 Prints tables, then one JSON object as its last line.
 """
@@ -164,6 +167,35 @@ def _dask_walls(ref: str, work: Path, teacher: str) -> dict[str, float]:
     return walls
 
 
+def _natural_rates(images: torch.Tensor, rounds: int) -> dict[str, float]:
+    """Forward images/s of the natural-image model in both memory formats (best of interleaved rounds) and the
+    largest absolute difference between their features."""
+    model = create_model("plada_effnet_lite0_ml", num_classes=10, in_chans=3).eval()
+    best = {"channels_last": 0.0, "contiguous": 0.0}
+    feats = {}
+    for _ in range(rounds):
+        for name, fmt in (("channels_last", torch.channels_last), ("contiguous", torch.contiguous_format)):
+            model.set_memory_format(fmt)
+            start = time.perf_counter()
+            feats[name] = torch.cat([model.forward_features(images[i : i + BATCH]) for i in range(0, len(images), BATCH)])
+            best[name] = max(best[name], len(images) / (time.perf_counter() - start))
+    side = images.shape[-1]
+    return {f"natural_{side}px_channels_last_img_s": round(best["channels_last"], 1),
+            f"natural_{side}px_contiguous_img_s": round(best["contiguous"], 1),
+            f"natural_{side}px_speedup": round(best["channels_last"] / best["contiguous"], 3),
+            f"natural_{side}px_max_abs_diff": float((feats["channels_last"] - feats["contiguous"]).abs().max())}
+
+
+def _natural(n: int, rounds: int) -> dict[str, float]:
+    spec = _subset_parquet(n, Path(tempfile.mkdtemp(prefix="plada-bench-")) / "natural.parquet")
+    raw = [decode_image(s.data) for s in open_source(spec).iter_encoded()]
+    out = {}
+    for side in (32, 64):
+        pre = PreprocessConfig(image_size=side, channels=3)
+        out.update(_natural_rates(torch.from_numpy(np.stack([preprocess(im, pre) for im in raw])), rounds))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10000, help="images in the throughput pool (and N for RSS)")
@@ -171,12 +203,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds")
     parser.add_argument("--skip-dask", action="store_true")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--natural-n", type=int, default=2000, help="images for the natural model's images/s")
+    parser.add_argument("--natural-only", action="store_true", help="only the natural model's memory formats")
     args = parser.parse_args()
     threads = os.cpu_count() or 1
     configure_torch(threads)
     os.environ["PLADA_TORCH_THREADS"] = str(threads)
     work = Path(tempfile.mkdtemp(prefix="plada-bench-"))
     result: dict[str, float | None] = {"n_images": args.n, "torch_threads": threads}
+    result.update(_natural(args.natural_n, args.rounds))
+    if args.natural_only:
+        for key, value in result.items():
+            print(f"{key:32s} {value}")
+        print(json.dumps(result))
+        return
     try:
         spec = _subset_parquet(args.n, work / "pool.parquet")
         teacher = _teacher(work / "teacher.pt")

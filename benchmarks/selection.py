@@ -6,7 +6,10 @@ Every run then selects and encodes with the publishing core ``plada run`` uses (
 decodes the payload again (so what the student sees is what travels) and trains the same student recipe
 (``fit_classifier``) on the pseudo-labelled pool images, evaluated on the target test split (``selection_runs``).
 ``random`` is uniform without the Safety-Net (as ``plada run``'s baseline); every other selector runs with the
-Safety-Net (alpha 0.5) unless its name ends in ``-nosn``.
+Safety-Net (alpha 0.5) unless its name ends in ``-nosn``. ``auto`` is the publisher's default: the candidate grid
+measured by proxy students on the validation split the teacher never saw, the winner published (its name, the
+predicted accuracy and the wall time of the choice are in the row: ``auto_choice``, ``predicted_acc``,
+``auto_wall_s``). Every pair's teacher holds that split out, so all rows of a pair share one teacher.
 
 Pairs (defined in ``plada_core.pairs.BENCH_PAIRS``):
   A      target sklearn digits (8 px, content crop); pool mnist5k + animal-mnist + fashion-mnist (85 k); plada_cnn.
@@ -43,7 +46,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pandas as pd  # noqa: E402
 
-from benchmarks.selection_report import summary_table, write_outputs  # noqa: E402
+from benchmarks.selection_report import auto_bar, summary_table, write_outputs  # noqa: E402
 from benchmarks.selection_runs import collect_pair, run_pair  # noqa: E402
 from plada_core.pairs import BENCH_PAIRS  # noqa: E402
 from plada_core.training import configure_torch  # noqa: E402
@@ -51,7 +54,7 @@ from plada_core.training import configure_torch  # noqa: E402
 __all__ = ["DEFAULT_SELECTORS", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SELECTORS = ["random", "energy", "auto_energy", "knn", "knn_agree", "knn_cover", "knn_sample"]
+DEFAULT_SELECTORS = ["random", "energy", "auto_energy", "knn", "knn_agree", "knn_cover", "knn_sample", "auto"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=ROOT / "runs" / "bench")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     p.add_argument("--threads", type=int, default=int(os.environ.get("PLADA_TORCH_THREADS", os.cpu_count() or 1)))
-    p.add_argument("--quick", action="store_true", help="tiny pair, 3 selectors, 2 keeps, 1 seed (CI, < 2 min)")
+    p.add_argument("--quick", action="store_true", help="tiny pair, 4 selectors, 2 keeps, 1 seed (CI, < 2 min)")
     p.add_argument("--collect", action="store_true", help="only gather the finished runs under --work into --out")
     args = p.parse_args(argv)
     if args.quick:
-        args.pairs, args.selectors, args.keeps, args.seeds = ["tiny"], ["random", "energy", "knn"], [0.05, 0.2], [0]
+        args.pairs, args.selectors, args.keeps, args.seeds = ["tiny"], ["random", "energy", "knn", "auto"], [0.05, 0.2], [0]
     os.environ.setdefault("PLADA_TORCH_THREADS", str(args.threads))
     os.environ.setdefault("PLADA_SCORING_THREADS", str(args.threads))
     configure_torch(args.threads)
@@ -82,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     write_outputs(df, infos, args.out)
     (args.out / "selection-info.json").write_text(json.dumps(infos, indent=2))
     print(summary_table(df).to_string(index=False))
+    if not (bar := auto_bar(df)).empty:
+        print(bar.to_string(index=False))
     print(json.dumps({"out": str(args.out), "rows": len(df)}))
     return 0
 

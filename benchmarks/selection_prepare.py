@@ -16,10 +16,12 @@ from tqdm.auto import tqdm
 from plada_core.config import TeacherConfig
 from plada_core.datasets import selected_tensors
 from plada_core.images import PreprocessConfig
-from plada_core.io import checkpoints, pool, tables
+from plada_core.io import checkpoints, layout, pool, tables
+from plada_core.io.arrays import read_npz
 from plada_core.io.sources import decode_image, open_source
 from plada_core.models import create_model
 from plada_core.pairs import BENCH_PAIRS, BenchPair
+from plada_core.proxy import AutoConfig
 from plada_core.scoring import ScoringConfig
 from plada_core.training import TrainConfig, features
 
@@ -89,7 +91,9 @@ class Prepared:
     x_pool: torch.Tensor  # every pool image, preprocessed (or its frozen-backbone features), row = global index
     x_test: torch.Tensor  # likewise for the target test split
     y_test: torch.Tensor
-    frozen_student: bool = False  # x_pool and x_test hold the student backbone's features
+    x_val: torch.Tensor  # likewise for the validation split the teacher never saw (auto's proxies)
+    y_val: torch.Tensor
+    frozen_student: bool = False  # x_pool, x_test and x_val hold the student backbone's features
 
     @property
     def n_classes(self) -> int:
@@ -101,7 +105,13 @@ class Prepared:
 
 
 def prepare_pair(name: str, work: Path, shard_size: int = 8192) -> Prepared:
-    """Pool, teacher (+ target bank) and scores of ``name``, made (or reused) by the project's task bodies."""
+    """Pool, teacher (+ target bank) and scores of ``name``, made (or reused) by the project's task bodies.
+
+    As a publisher running ``--selector auto`` does, the teacher holds out a stratified validation split of the
+    target train split (``AutoConfig``'s defaults) that neither it, its target bank nor any selector sees; every
+    row of the pair uses that one teacher, and the ``auto`` rows measure their candidates on that split. When the
+    student is the teacher's frozen backbone at the teacher's input, the scoring pass stores the pool's features
+    and the students train on them (no second pass of the backbone over the pool)."""
     from tasks.common import load_split
     from tasks.reference import build_reference_pool
     from tasks.score import score_shard
@@ -113,29 +123,51 @@ def prepare_pair(name: str, work: Path, shard_size: int = 8192) -> Prepared:
     teacher_cfg = TeacherConfig(
         train=TrainConfig(model=pair.teacher_model, epochs=pair.teacher_epochs, seed=0), preprocess=pair.preprocess
     )
-    teacher_url = train_teacher.fn(pair.target_train, pair.target_test, str(pair_work / "teacher"), teacher_cfg)
+    teacher_url = train_teacher.fn(
+        pair.target_train, pair.target_test, str(pair_work / "teacher"), teacher_cfg, auto=AutoConfig()
+    )
     _, meta = checkpoints.load_checkpoint(teacher_url)
     if len(meta["class_names"]) != int(meta["num_classes"]):
         raise ValueError(f"teacher {teacher_url} names {len(meta['class_names'])} classes but has "
                          f"{meta['num_classes']} outputs: delete {pair_work / 'teacher'} and rerun")  # fmt: skip
     ref = pool.read_reference(ref_url)
-    urls = [
-        score_shard.fn(s["url"], s["n"], teacher_url, str(pair_work), ScoringConfig()) for s in pool.list_shards(ref_url)
-    ]
+    backbone = frozen_student(pair, int(meta["num_classes"]))
+    shared = backbone is not None and pair.student_model == pair.teacher_model and pair.student_input == pair.preprocess
+    shards = pool.list_shards(ref_url)
+    urls = [score_shard.fn(s["url"], s["n"], teacher_url, str(pair_work), ScoringConfig(), features=shared)
+            for s in shards]  # fmt: skip
     scores = pd.concat([tables.read_frame(u) for u in urls], ignore_index=True).sort_values("index", ignore_index=True)
     index = pool.read_index(ref_url)
     x_test, y_test, _ = load_split(pair.target_test, pair.student_input)
-    backbone = frozen_student(pair, int(meta["num_classes"]))
+    x_train, y_train, _ = load_split(pair.target_train, pair.student_input)
+    val = torch.from_numpy(read_npz(layout.validation_url(teacher_url))["val_positions"])
+    x_val, y_val = x_train[val], y_train[val]
+    del x_train
     if backbone is None:
         x_pool = _pool_tensor(ref_url, index, pair.student_input, pair_work / "pool-x.pt")
+    elif shared:
+        x_pool = _stored_features(str(pair_work), [s["url"] for s in shards], len(index))
+        x_test, x_val = features(backbone, x_test), features(backbone, x_val)
     else:
         x_pool = _pool_features(ref_url, index, pair.student_input, backbone, pair_work / "pool-features.pt")
-        x_test = features(backbone, x_test)
+        x_test, x_val = features(backbone, x_test), features(backbone, x_val)
     teacher = {"url": teacher_url, "model": meta["model"], "test_acc": float(meta["test_acc"])}
     return Prepared(
         pair, ref_url, ref["fingerprint"], list(meta["class_names"]), teacher, scores, index, x_pool, x_test, y_test,
-        backbone is not None,
+        x_val, y_val, backbone is not None,
     )  # fmt: skip
+
+
+def _stored_features(out_dir: str, shard_urls: list[str], n: int) -> torch.Tensor:
+    """The pool features the scoring pass stored (float16, one file per shard), as one float32 tensor whose row
+    is the global pool index."""
+    out = torch.zeros(0)
+    for shard in shard_urls:
+        npz = read_npz(layout.pool_features_url(out_dir, shard))
+        if out.numel() == 0:
+            out = torch.zeros(n, npz["features"].shape[1])
+        out[torch.from_numpy(npz["indices"].astype(np.int64))] = torch.from_numpy(npz["features"].astype(np.float32))
+    return out
 
 
 def _pool_tensor(ref_url: str, index: pd.DataFrame, cfg: PreprocessConfig, cache: Path) -> torch.Tensor:

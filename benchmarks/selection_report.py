@@ -7,12 +7,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["RESULT_COLUMNS", "markdown", "selector_colours", "summary_table", "write_outputs"]
+__all__ = ["RESULT_COLUMNS", "auto_bar", "markdown", "selector_colours", "summary_table", "write_outputs"]
 
 RESULT_COLUMNS = [
     "pair", "selector", "keep", "seed", "student_acc", "teacher_acc", "payload_bytes", "n_kept",
     "relevant_frac", "pseudo_label_acc", "class_histogram", "energy_direction", "wall_s",
+    "auto_choice", "predicted_acc", "predicted_se", "auto_trained", "auto_wall_s",
 ]  # fmt: skip
+AUTO_MARGIN_PTS = 0.5  # the bar: auto's mean over keeps <= 10 % within this of the best fixed selector's
+RANDOM_FLOOR_PTS = 1.0  # ... and at no keep <= 10 % more than this below random
 
 
 def markdown(frame: pd.DataFrame, index: bool = True) -> str:
@@ -58,10 +61,40 @@ def summary_table(df: pd.DataFrame, max_keep: float = 0.1) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def auto_bar(df: pd.DataFrame, max_keep: float = 0.1) -> pd.DataFrame:
+    """Per pair with ``auto`` rows, the bar over keeps ≤ ``max_keep`` (means over seeds): auto's mean against the
+    best fixed selector's mean (``auto`` itself and ``auto_energy``, which is energy or its opposite, excluded
+    from "fixed"), its worst gap to random at one keep, the predicted-minus-measured error, and pass/fail."""
+    small = df[df["keep"] <= max_keep]
+    rows = []
+    for pair, group in small.groupby("pair"):
+        if "auto" not in set(group["selector"]):
+            continue
+        per_keep = group.groupby(["selector", "keep"])["student_acc"].mean().unstack("selector")
+        per_keep = per_keep.dropna(subset=["auto"])  # keeps where auto ran
+        mean = per_keep.mean()
+        fixed = mean.drop([c for c in ("auto", "auto_energy") if c in mean.index])
+        best = fixed.idxmax()
+        auto = group[group["selector"] == "auto"]
+        row = {"pair": pair, "keeps": len(per_keep), "seeds": int(auto["seed"].nunique()),
+               "auto_mean": round(float(mean["auto"]), 4), "best_fixed": best,
+               "best_fixed_mean": round(float(fixed[best]), 4),
+               "auto_vs_best_pts": round(100 * float(mean["auto"] - fixed[best]), 2)}  # fmt: skip
+        if "random" in per_keep:
+            row["worst_vs_random_pts"] = round(100 * float((per_keep["auto"] - per_keep["random"]).min()), 2)
+        if "predicted_acc" in auto:
+            row["predicted_minus_measured_pts"] = round(100 * float((auto["predicted_acc"] - auto["student_acc"]).mean()), 2)
+        row["chosen"] = ", ".join(f"{k} x{v}" for k, v in auto["auto_choice"].value_counts().items())
+        row["passes"] = bool(row["auto_vs_best_pts"] >= -AUTO_MARGIN_PTS
+                             and row.get("worst_vs_random_pts", 0.0) >= -RANDOM_FLOOR_PTS)  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def write_outputs(df: pd.DataFrame, infos: dict, out: Path) -> None:
     """``selection.csv`` and ``selection.parquet`` (one row per run), ``selection.md`` and ``selection.png``."""
     out.mkdir(parents=True, exist_ok=True)
-    df = df[RESULT_COLUMNS].sort_values(["pair", "selector", "keep", "seed"], ignore_index=True)
+    df = df.reindex(columns=RESULT_COLUMNS).sort_values(["pair", "selector", "keep", "seed"], ignore_index=True)
     df.to_csv(out / "selection.csv", index=False)
     df.to_parquet(out / "selection.parquet", index=False)
     lines = ["# Selection benchmark", "", "Student accuracy on the target test split, mean ± std over seeds "
@@ -79,6 +112,11 @@ def write_outputs(df: pd.DataFrame, infos: dict, out: Path) -> None:
         )  # fmt: skip
         lines += ["Diagnostics (means over seeds):", "", markdown(diag.round(4)), ""]
     lines += ["## Average over keeps ≤ 10 %", "", markdown(summary_table(df), index=False), ""]
+    bar = auto_bar(df)
+    if not bar.empty:
+        lines += ["## The auto bar (keeps ≤ 10 %)", "", f"`auto` passes when its mean is within {AUTO_MARGIN_PTS} "
+                  f"point of the best fixed selector's and it is never more than {RANDOM_FLOOR_PTS} point below "
+                  "random at one keep.", "", markdown(bar, index=False), ""]  # fmt: skip
     (out / "selection.md").write_text("\n".join(lines))
     _plot(df, infos, out / "selection.png")
 

@@ -15,16 +15,17 @@ import numpy as np
 import torch
 
 from benchmarks.selection_prepare import Prepared, frozen_student, prepare_pair, relevance_auroc
-from plada_core.auto_selection import required_columns
+from plada_core.auto_selection import candidate_grid, required_columns
 from plada_core.classifier import fit_classifier
 from plada_core.devices import model_device
 from plada_core.models import create_model
 from plada_core.payload import decode_payload
+from plada_core.proxy import AutoConfig, evaluate_candidates
 from plada_core.publishing import select_and_pack
-from plada_core.selection import SelectionConfig, energy_direction
+from plada_core.selection import AUTO_SELECTOR, SelectionConfig, energy_direction
 from plada_core.training import TrainConfig, accuracy, features, train_head
 
-__all__ = ["PAPER_CODEC", "collect_pair", "missing_columns", "run_one", "run_pair", "selection_config"]
+__all__ = ["PAPER_CODEC", "auto_choice", "collect_pair", "missing_columns", "run_one", "run_pair", "selection_config"]
 
 PAPER_CODEC = "paper-zstd19"
 
@@ -39,18 +40,55 @@ def selection_config(selector: str, keep: float, seed: int) -> SelectionConfig:
 def missing_columns(prep: Prepared, selector: str) -> list[str]:
     """The score columns ``selector`` (``NAME`` or ``NAME-nosn``) reads that the pair's scores lack: the pruning
     selectors' ``density_ratio`` and ``label_stable`` until the scoring pass writes them (``plada_core.pruning``)."""
+    if selector == AUTO_SELECTOR:  # its grid holds only the candidates the scores support
+        return []
     return sorted(required_columns(selector.partition("-")[0]) - set(prep.scores.columns))
+
+
+def _pack(prep: Prepared, cfg: SelectionConfig):
+    return select_and_pack(
+        prep.scores, prep.class_names, cfg, PAPER_CODEC, n_reference=len(prep.index), fingerprint=prep.fingerprint,
+        index=prep.index, meta={"teacher": prep.teacher},
+    )  # fmt: skip
+
+
+def auto_choice(prep: Prepared, keep: float, seed: int) -> tuple[SelectionConfig, dict]:
+    """What ``--selector auto`` publishes at ``keep``: every candidate of the grid packed, a proxy student (the
+    student recipe for ``AutoConfig().proxy_epochs`` epochs; head-only on the pair's features for a frozen
+    student) trained on each and measured on the validation split the teacher never saw, the best kept
+    (``plada_core.proxy.evaluate_candidates``, the composite the publish task runs). Returns the winner's config
+    and what the row records of the choice."""
+    start = time.perf_counter()
+    base = SelectionConfig(selector=AUTO_SELECTOR, keep=keep, seed=seed)
+    candidates = candidate_grid(prep.scores.columns, base)
+    pair = prep.pair
+    proxy = TrainConfig(model=pair.student_model, epochs=pair.student_epochs, seed=seed)
+
+    def pack(config: SelectionConfig) -> tuple[np.ndarray, int]:
+        packed = _pack(prep, config)
+        return packed.kept["index"].to_numpy(np.int64), len(packed.payload)
+
+    def load(union: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        return union, prep.x_pool[torch.from_numpy(union)]
+
+    choice = evaluate_candidates(candidates, prep.scores, pack, load, prep.x_val, prep.y_val, proxy,
+                                 AutoConfig().proxy_epochs, prep.n_classes, pair.student_input.channels)  # fmt: skip
+    record = {"auto_choice": choice.winner.name, "predicted_acc": choice.predicted.value,
+              "predicted_se": choice.predicted.se, "auto_trained": len(choice.table),
+              "auto_wall_s": round(time.perf_counter() - start, 2)}  # fmt: skip
+    return choice.winner.config, record
 
 
 def run_one(prep: Prepared, selector: str, keep: float, seed: int, trained: dict | None = None) -> dict:
     """One selection → payload → student. ``trained`` maps (kept indices, labels, seed) to a student accuracy:
     training is deterministic, so a selector that keeps exactly the set another already kept (``auto_energy``
-    when it picks low energy, say) reuses that student instead of training an identical one."""
+    when it picks low energy, say, or ``auto`` its winner) reuses that student instead of training it again."""
     start = time.perf_counter()
-    packed = select_and_pack(
-        prep.scores, prep.class_names, selection_config(selector, keep, seed), PAPER_CODEC,
-        n_reference=len(prep.index), fingerprint=prep.fingerprint, index=prep.index, meta={"teacher": prep.teacher},
-    )  # fmt: skip
+    if selector == AUTO_SELECTOR:
+        cfg, choice = auto_choice(prep, keep, seed)
+    else:
+        cfg, choice = selection_config(selector, keep, seed), {}
+    packed = _pack(prep, cfg)
     payload = packed.payload
     decoded = decode_payload(payload, expected_fingerprint=prep.fingerprint)
     x = prep.x_pool[torch.from_numpy(decoded.indices.astype(np.int64))]
@@ -77,7 +115,7 @@ def run_one(prep: Prepared, selector: str, keep: float, seed: int, trained: dict
         "payload_bytes": len(payload), "n_kept": len(decoded.indices),
         "relevant_frac": float(relevant.mean()) if relevant is not None else None, "pseudo_label_acc": pl_acc,
         "class_histogram": json.dumps(np.bincount(decoded.labels, minlength=prep.n_classes).tolist()),
-        "energy_direction": direction, "wall_s": round(time.perf_counter() - start, 2),
+        "energy_direction": direction, "wall_s": round(time.perf_counter() - start, 2), **choice,
     }  # fmt: skip
 
 

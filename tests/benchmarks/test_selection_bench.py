@@ -24,8 +24,11 @@ def test_quick_mode_writes_every_output(tmp_path):
     assert main(["--quick", "--work", str(work), "--out", str(out), "--threads", "1"]) == 0
     df = pd.read_csv(out / "selection.csv")
     assert set(RESULT_COLUMNS) <= set(df.columns)
-    assert len(df) == 3 * 2  # 3 selectors x 2 keeps x 1 seed
-    assert set(df["pair"]) == {"tiny"} and set(df["selector"]) == {"random", "energy", "knn"}
+    assert len(df) == 4 * 2  # 4 selectors x 2 keeps x 1 seed
+    assert set(df["pair"]) == {"tiny"} and set(df["selector"]) == {"random", "energy", "knn", "auto"}
+    auto = df[df["selector"] == "auto"]
+    assert auto["auto_choice"].notna().all() and auto["predicted_acc"].between(0, 1).all()
+    assert df.loc[df["selector"] != "auto", "auto_choice"].isna().all()
     assert (df.groupby("keep")["n_kept"].nunique() == 1).all(), "every selector keeps exactly k"
     assert df["n_kept"].tolist() == [round(k * 2000) for k in df["keep"]]
     assert df["relevant_frac"].between(0, 1).all() and df["student_acc"].between(0, 1).all()
@@ -33,6 +36,7 @@ def test_quick_mode_writes_every_output(tmp_path):
     assert pd.read_parquet(out / "selection.parquet").shape == df.shape
     report = (out / "selection.md").read_text()
     assert "## Pair tiny" in report and "knn" in report and "Average over keeps" in report
+    assert "## The auto bar" in report
     assert (out / "selection.png").stat().st_size > 0
     full = json.loads((out / "selection-info.json").read_text())["tiny"]["full_data_acc"]
     assert 0.5 < full <= 1, "the student recipe on the full digits train split is far above chance"
@@ -41,7 +45,7 @@ def test_quick_mode_writes_every_output(tmp_path):
     assert main(["--quick", "--work", str(work), "--out", str(out), "--threads", "1"]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(out / "selection.csv"), before)
     assert main(["--pairs", "tiny", "--collect", "--work", str(work), "--out", str(tmp_path / "c")]) == 0
-    assert len(pd.read_csv(tmp_path / "c" / "selection.csv")) == 6
+    assert len(pd.read_csv(tmp_path / "c" / "selection.csv")) == 8
 
 
 def test_selector_colours_are_the_same_in_every_panel():
