@@ -12,7 +12,7 @@ from plada_core.models import create_model
 from plada_core.stream_training import StreamFit, train_classifier_streaming
 from plada_core.training import TrainConfig, train_classifier
 
-__all__ = ["checkpoint_meta", "class_names_for", "fit_classifier", "fit_classifier_streaming",
+__all__ = ["checkpoint_meta", "class_names_for", "fit_classifier", "fit_classifier_streaming", "fresh_model",
            "model_from_checkpoint"]
 
 
@@ -20,17 +20,27 @@ def fit_classifier(
     x: torch.Tensor, y: torch.Tensor, n_classes: int, cfg: TrainConfig, desc: str = "train"
 ) -> nn.Module:
     """A fresh ``cfg.model`` trained on (x, y)."""
-    torch.manual_seed(cfg.seed)  # model init is part of the recipe
-    model = create_model(cfg.model, num_classes=n_classes, in_chans=x.shape[1])
-    return train_classifier(model, x, y, cfg, desc=desc)
+    return train_classifier(fresh_model(cfg, n_classes, x.shape[1]), x, y, cfg, desc=desc)
+
+
+def fresh_model(cfg: TrainConfig, n_classes: int, in_chans: int) -> nn.Module:
+    """``cfg.model`` initialised from ``cfg.seed`` (model init is part of the recipe), its last ``cfg.finetune``
+    backbone stages opened for training."""
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.model, num_classes=n_classes, in_chans=in_chans)
+    if cfg.finetune:
+        if not hasattr(model, "unfreeze"):
+            raise ValueError(f"finetune={cfg.finetune} needs a frozen-backbone model such as "
+                             f"'plada_effnet_lite0_ml'; {cfg.model!r} trains all its layers already: set finetune 0")  # fmt: skip
+        model.unfreeze(cfg.finetune)
+    return model
 
 
 def fit_classifier_streaming(stream, n_classes: int, in_chans: int, cfg: TrainConfig, num_workers: int = 0,
                              desc: str = "train", feature_cache_url: str | None = None) -> StreamFit:  # fmt: skip
     """A fresh ``cfg.model`` trained on a stream of (image, label) batches (``plada_core.io.payload_stream``);
     the same recipe as :func:`fit_classifier`, model initialisation included."""
-    torch.manual_seed(cfg.seed)  # model init is part of the recipe
-    model = create_model(cfg.model, num_classes=n_classes, in_chans=in_chans)
+    model = fresh_model(cfg, n_classes, in_chans)
     return train_classifier_streaming(model, stream, None, cfg, num_workers=num_workers, desc=desc,
                                       feature_cache_url=feature_cache_url)
 

@@ -69,6 +69,8 @@ class PladaCNN(nn.Module):
 # backbone adds to the head's 1280 features: the 40-, 112- and 320-channel stages (strides 8, 16 and 32).
 _LITE0_LEVELS = (4, 10, 15)
 _LITE0_LEVEL_WIDTHS = (40, 112, 320)
+# First block of each of Lite0's seven stages (16, 24, 40, 80, 112, 192, 320 channels): what ``unfreeze`` counts.
+_LITE0_STAGE_STARTS = (0, 1, 3, 5, 8, 11, 15)
 
 
 class FrozenEffNetLite0(nn.Module):
@@ -114,6 +116,23 @@ class FrozenEffNetLite0(nn.Module):
         else:
             self.head = nn.Linear(self.num_features, num_classes)
 
+    def unfreeze(self, stages: int) -> None:
+        """Train the last ``stages`` of the seven stages and the 1280-channel head convolution with the head
+        (fine-tuning; 0 keeps the backbone frozen). BatchNorm statistics stay ImageNet's (the backbone stays in
+        eval mode), and the model stops offering cached features (``frozen_backbone`` is then False): the trainer
+        runs every image through it, with augmentation, each epoch."""
+        if not 0 <= stages <= len(_LITE0_STAGE_STARTS):
+            raise ValueError(f"can fine-tune 0 to {len(_LITE0_STAGE_STARTS)} stages of EfficientNet-Lite0, got {stages}")
+        net = self.backbone
+        net.requires_grad_(False)
+        if stages:
+            start = _LITE0_STAGE_STARTS[len(_LITE0_STAGE_STARTS) - stages]
+            for block in list(net._blocks)[start:]:
+                block.requires_grad_(True)
+            net._conv_head.requires_grad_(True)
+            net._bn1.requires_grad_(True)
+        self.frozen_backbone = stages == 0
+
     def set_memory_format(self, memory_format: torch.memory_format) -> None:
         """``torch.channels_last`` (the default) or ``torch.contiguous_format``, for the backbone's weights and
         inputs alike; the benchmark compares the two."""
@@ -125,7 +144,6 @@ class FrozenEffNetLite0(nn.Module):
         self.backbone.eval()  # BatchNorm statistics stay ImageNet's
         return self
 
-    @torch.inference_mode()
     def _backbone_features(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
@@ -142,8 +160,11 @@ class FrozenEffNetLite0(nn.Module):
         return torch.cat(levels, dim=1) if self.multi_level else levels[0]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        # a plain tensor (not an inference tensor) so that callers may cache it and train the head on it
-        return self._backbone_features(x).clone()
+        if not self.frozen_backbone and torch.is_grad_enabled():  # fine-tuning: gradients reach the open stages
+            return self._backbone_features(x)
+        with torch.inference_mode():
+            feats = self._backbone_features(x)
+        return feats.clone()  # a plain tensor (not an inference tensor): callers cache it and train heads on it
 
     def forward_head(self, feats: torch.Tensor) -> torch.Tensor:
         return self.head(feats)

@@ -64,6 +64,11 @@ class TrainConfig:
     ] = 0.125
     seed: Annotated[int, Field(description="Seed of the shuffling, the shifts and the model's initial weights.")] = 0
     device: DeviceName = "auto"
+    finetune: Annotated[
+        int,
+        Field(ge=0, le=7, description="Frozen-backbone models: last backbone stages trained with the head "
+                                      "(0: the head alone, on features computed once; see README for the cost)."),
+    ] = 0
 
 
 def configure_torch(threads: int | None = None) -> None:

@@ -62,3 +62,28 @@ def test_model_input_is_derived_from_the_model(name, expected):
 def test_unknown_model_names_the_registered_ones():
     with pytest.raises(ValueError, match="plada_effnet_lite0_ml"):
         create_model("no_such_net", num_classes=2, in_chans=3)
+
+
+def test_finetune_trains_the_last_stages_and_nothing_before_them():
+    from plada_core.classifier import fit_classifier
+    from plada_core.training import TrainConfig
+
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(8) % 2
+    before = create_model("plada_effnet_lite0_ml", num_classes=2, in_chans=3).backbone.state_dict()
+    cfg = TrainConfig(model="plada_effnet_lite0_ml", epochs=1, batch_size=4, finetune=1, device="cpu")
+    after = fit_classifier(x, y, 2, cfg).backbone.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("_blocks.15.") for k in changed) and any(k.startswith("_conv_head") for k in changed)
+    assert not any(k.startswith(("_blocks.14.", "_blocks.0.", "_conv_stem")) for k in changed)
+    assert not any("running_" in k for k in changed)  # BatchNorm statistics stay ImageNet's
+
+
+def test_finetune_of_a_model_without_a_frozen_backbone_names_the_fix():
+    from plada_core.classifier import fresh_model
+    from plada_core.training import TrainConfig
+
+    with pytest.raises(ValueError, match="finetune 0"):
+        fresh_model(TrainConfig(model="plada_cnn", finetune=1), 2, 1)
+    with pytest.raises(ValueError, match="0 to 7 stages"):
+        create_model("plada_effnet_lite0", 2, 3).unfreeze(8)
