@@ -15,8 +15,8 @@ request (``S3_RETRIES``, set here once for every S3 client PLADA opens), s3fs re
 throttling and dropped connections), and ``_retrying`` here retries the whole operation with exponential backoff
 (``PLADA_STORAGE_RETRIES``, any store); missing objects and denied access fail at once. Under throttling that
 does not let up, one S3 write thus gives up after 4 x 5 x 3 = 60 requests and about 45 s, with
-``TransientStorageError`` naming the URL (the fault drills in ``tests/integration/test_fault_drills.py`` measure
-this; botocore's own default made it 100 requests and about 3 minutes).
+``TransientStorageError`` naming the URL; botocore's default ("legacy", 5 attempts) made that 100 requests and
+168 s (measured through ``tests/integration/fault_proxy.py``).
 """
 
 from __future__ import annotations
