@@ -26,6 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pydantic import BaseModel, ValidationError  # noqa: E402
 
+from flows import catalog_cli  # noqa: E402
 from flows.client_cli import (  # noqa: E402
     add_payload_export,
     add_predict,
@@ -61,6 +62,7 @@ def _fields(model: type) -> dict:
 
 
 def _is_group(annotation) -> bool:
+    annotation = _optional_inner(annotation)  # an optional group (``preprocess``) still has one flag per leaf
     return isinstance(annotation, type) and (issubclass(annotation, BaseModel) or is_dataclass(annotation))
 
 
@@ -104,10 +106,11 @@ def add_request_options(parser: argparse.ArgumentParser, model: type, only: set[
     the model supplies its defaults. Returns field path → flag, for naming the flag in an error."""
     flags: dict[tuple[str, ...], str] = {}
 
-    def walk(model: type, path: tuple[str, ...]) -> None:
+    def walk(model: type, path: tuple[str, ...], derived: bool = False) -> None:
         for name, info in _fields(model).items():
-            if _is_group(info.annotation):
-                walk(info.annotation, (*path, name))
+            if _is_group(info.annotation):  # a group that defaults to None is derived (preprocess: the model's)
+                group_derived = derived or (not info.is_required() and info.get_default() is None)
+                walk(_optional_inner(info.annotation), (*path, name), group_derived)
                 continue
             if only is not None and name not in only:
                 continue
@@ -115,7 +118,7 @@ def add_request_options(parser: argparse.ArgumentParser, model: type, only: set[
             annotation = _optional_inner(info.annotation)
             if annotation is bool:
                 default = "on" if default else "off"
-            shown = "" if info.is_required() else f" (default: {default})"
+            shown = "" if info.is_required() else f" (default: {'the model' + chr(39) + 's' if derived else default})"
             kwargs = dict(dest=dest, default=argparse.SUPPRESS, help=(info.description or "") + shown)
             flag = "--" + name.replace("_", "-")
             if annotation is bool:
@@ -202,6 +205,8 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run everything on a built-in real-data pair")
     demo.add_argument("--pair", choices=sorted(DEMO_PAIRS), default="default")
     add_request_options(demo, RunRequest, only={"out", "seed", "keep"})
+
+    catalog_cli.add_catalog(sub, add_request_options)
 
     bench = sub.add_parser("bench", help="selection benchmark: selectors × keeps × seeds (benchmarks/selection.py)")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="e.g. --quick, or --pairs A --keeps 0.01 0.1")
@@ -293,11 +298,13 @@ REQUEST_COMMANDS = {
     "publish": _cmd_publish,
     "train-student": _cmd_train_student,
     "demo": _cmd_run,
+    "catalog publish": catalog_cli.cmd_publish,
 }
 ARGS_COMMANDS = {
     "payload": lambda args: (cmd_payload_export if args.payload_command == "export" else _cmd_payload_inspect)(args),
     "predict": cmd_predict,
     "bench": _cmd_bench,
+    "catalog validate": catalog_cli.cmd_validate,
 }
 
 
@@ -306,15 +313,19 @@ def parse(argv: list[str] | None = None) -> tuple[str, object]:
     one. A bad option or value exits with status 2 and ``plada <cmd>: error: …``."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    if args.command == "catalog":
+        args.command = f"catalog {args.catalog_command}"
     if args.command not in REQUEST_COMMANDS:
         return args.command, args
     command_parser = _subparser(parser, args)
     base = demo_base(args.pair) if args.command == "demo" else {}
+    if args.command == "catalog publish":
+        base = {"catalog": args.catalog}
     return args.command, request_from_args(args, command_parser, **base)
 
 
 def _subparser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
-    names = [args.command] + ([args.ref_command] if args.command == "reference" else [])
+    names = args.command.split() + ([args.ref_command] if args.command == "reference" else [])
     for name in names:
         action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         parser = action.choices[name]

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from flows.runners import TaskRunnerOptions
 from plada_core.config import StudentConfig, TeacherConfig
 from plada_core.images import PreprocessConfig
+from plada_core.models import model_input
 from plada_core.payload import AUTO, CODECS, HEADER_SIZE
 from plada_core.proxy import AutoConfig
 from plada_core.scoring import ScoringConfig
@@ -104,18 +105,37 @@ Scoring = _group("Scoring", ScoringConfig, exclude=("batch_size", "prefetch"), d
 # A publisher measures its selection by default (``SelectionConfig`` keeps "energy": ``select`` cannot run "auto").
 Selection = _group("Selection", SelectionConfig, doc="``SelectionConfig``.", defaults={"selector": AUTO_SELECTOR})
 AutoSelection = _group("AutoSelection", AutoConfig, doc="``AutoConfig``: validation split, proxies, leakage.")
-Shared = create_model(
-    "Shared",
+_SharedFields = create_model(
+    "_SharedFields",
     __base__=_Request,
-    __doc__="The knobs that fan out to several stages.",
     __module__=__name__,
     seed=_borrowed(SelectionConfig, "seed", description="Seed of every stage: training and selection."),
     device=_borrowed(TrainConfig, "device"),
     preprocess=(
-        PreprocessConfig,
-        Field(default_factory=PreprocessConfig, description="Model input of the teacher and the student."),
+        PreprocessConfig | None,
+        Field(None, description="Model input of the teacher and the student; what is left empty is the model's "
+                                "own input (the teacher's, or the student's on a client: models.model_input)."),
     ),
 )
+
+
+class Shared(_SharedFields):
+    """The knobs that fan out to several stages. ``preprocess`` is derived from the model (as timm's
+    ``resolve_data_config`` does) for every leaf the caller leaves out: ``--model plada_effnet_lite0_ml``
+    alone gives 32 px RGB, ``--image-size 64`` changes the size only."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_input(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or isinstance(data.get("preprocess"), PreprocessConfig):
+            return data
+        fields = cls.model_fields
+        owner = next((f for f in ("teacher_model", "student_model") if f in fields), None)
+        if owner is None:
+            return data
+        base = dataclasses.asdict(model_input(data.get(owner, fields[owner].default)))
+        return {**data, "preprocess": {**base, **(data.get("preprocess") or {})}}
+
 
 
 def _required(description: str, **constraints) -> Any:
@@ -206,10 +226,15 @@ class ReleaseRequest(PublishSettings, _Pool, _Targets):
     version: str | None = Field(
         None,
         pattern=NAME_PATTERN,
-        description="Release version. Empty: the run's scheduled date (YYYY-MM-DD), so re-running a night is "
-        "idempotent.",
+        description="Release version. Empty: the run's scheduled date (YYYY-MM-DD; a second release on that date "
+        "is YYYY-MM-DD.2, ...); a re-run whose inputs are unchanged publishes nothing.",
     )
     root_url: str = _required("Where releases live (path, file:// or s3:// URL).")
+    force: bool = Field(
+        False,
+        description="Publish even when the inputs (target data, pool, these settings, package version) equal the "
+        "latest release's; without it such a run trains nothing and reports the task unchanged.",
+    )
 
     def publish_request(self, out: str, version: str) -> PublishRequest:
         shared = {k: v for k, v in self._shared_with(PublishRequest).items() if k not in ("task", "version")}

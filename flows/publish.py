@@ -29,7 +29,7 @@ from tasks.shards import plan_shards
 from tasks.teacher import train_teacher
 
 
-def _stores_features(request: PublishRequest) -> bool:
+def stores_features(request: PublishRequest) -> bool:
     """Whether scoring keeps the pool's pooled features: only the proxies of a frozen-backbone teacher's own
     model, on the same preprocessing, can reuse them (a trained backbone's features are not a fresh student's,
     and a given checkpoint may bring its own preprocessing)."""
@@ -44,14 +44,19 @@ def _leakage_record(leakage: dict, excluded: list[int]) -> dict:
 
 
 @flow(name="publish", task_runner=TaskRunnerOptions().task_runner())
-def publish(request: PublishRequest) -> dict:
+def publish(request: PublishRequest, teacher_out: str | None = None, scores_out: str | None = None) -> dict:
     """Publish a task as a payload under ``request.out``; returns the selection summary (with the validation
     table ``auto_selection`` and the ``leakage`` check) plus teacher and score URLs. Run it with ``run_publish``
-    to score on the task runner the request names."""
+    to score on the task runner the request names.
+
+    The teacher folder and the scoring pass's folder default to ``<out>/teacher`` and ``<out>``; publish-task
+    passes content-addressed folders (``plada_core.io.layout.teacher_cache_url``, ``scores_cache_url``), where
+    finished work of an earlier release is found and skipped."""
     start = time.perf_counter()
     auto = request.auto_config()
     teacher_url = train_teacher(
-        request.target_train, request.target_test, join(request.out, "teacher"), request.teacher_config(), auto,
+        request.target_train, request.target_test, teacher_out or join(request.out, "teacher"),
+        request.teacher_config(), auto,
         require_validation=request.selector == AUTO_SELECTOR,
     )  # fmt: skip
     teacher_s = time.perf_counter() - start
@@ -61,10 +66,10 @@ def publish(request: PublishRequest) -> dict:
         [s["url"] for s in shards],
         [s["n"] for s in shards],
         unmapped(teacher_url),
-        unmapped(request.out),
+        unmapped(scores_out or request.out),
         unmapped(scoring),
         unmapped(True),
-        unmapped(_stores_features(request)),
+        unmapped(stores_features(request)),
     )
     score_urls = futures.result()
     scoring_s = time.perf_counter() - start - teacher_s
@@ -91,9 +96,9 @@ def publish(request: PublishRequest) -> dict:
     return {**summary, "teacher_url": teacher_url, "score_urls": score_urls, "excluded": excluded, "wall_s": wall_s}
 
 
-def run_publish(request: PublishRequest) -> dict:
+def run_publish(request: PublishRequest, teacher_out: str | None = None, scores_out: str | None = None) -> dict:
     """``publish``, with shard scoring on the task runner ``request`` names (threads or Dask)."""
-    return publish.with_options(task_runner=request.task_runner())(request)
+    return publish.with_options(task_runner=request.task_runner())(request, teacher_out, scores_out)
 
 
 def random_baseline(request: PublishRequest, published: dict, out_url: str) -> dict:

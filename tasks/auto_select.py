@@ -159,8 +159,10 @@ def auto_select(
     else:
         backbone = None
     candidates = candidate_grid(scores.columns, cfg) if cfg.selector == AUTO_SELECTOR else [fixed_candidate(cfg)]
+    # the scoring pass stored its features beside its scores (publish-task: a content-addressed folder)
+    features_from = layout.score_run_url(score_urls[0]) if score_urls else out_url
     choice = evaluate_candidates(
-        candidates, scores, pack, _loader(reference_url, out_url, preprocess, backbone), x_val, y_val, proxy,
+        candidates, scores, pack, _loader(reference_url, features_from, preprocess, backbone), x_val, y_val, proxy,
         auto.proxy_epochs, len(class_names), in_chans=x.shape[1], progress=logger().info,
     )  # fmt: skip
     summary = {

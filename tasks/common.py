@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
@@ -15,7 +16,7 @@ from plada_core.io.sources import open_source
 from plada_core.relevance import TargetBank
 from plada_core.training import configure_torch
 
-__all__ = ["load_bank", "load_split", "logger", "setup_torch"]
+__all__ = ["load_bank", "load_split", "logger", "one_writer", "setup_torch"]
 
 
 def logger() -> logging.Logger:
@@ -24,6 +25,18 @@ def logger() -> logging.Logger:
         return get_run_logger()
     except MissingContextError:
         return logging.getLogger("plada")
+
+
+_writers: dict[str, threading.Lock] = {}
+_writers_guard = threading.Lock()
+
+
+def one_writer(url: str) -> threading.Lock:
+    """The lock of one output URL in this process. Publish runs side by side (a catalog's tasks) may share a
+    content-addressed teacher or scoring folder: the second waits for the first, then finds the output and
+    reuses it. (Processes are not covered: there both may compute it, and on the CPU both write the same bytes.)"""
+    with _writers_guard:
+        return _writers.setdefault(url, threading.Lock())
 
 
 def setup_torch(parallel: bool = False) -> None:

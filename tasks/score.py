@@ -17,7 +17,7 @@ from plada_core.images import decode_image
 from plada_core.io import checkpoints, layout, storage, tables, tar_stream
 from plada_core.io.arrays import write_npz
 from plada_core.scoring import ScoringConfig, score_stream
-from tasks.common import load_bank, logger, setup_torch
+from tasks.common import load_bank, logger, one_writer, setup_torch
 
 
 @functools.lru_cache(maxsize=2)
@@ -51,8 +51,14 @@ def score_shard(
     knn_sim, knn_agree, knn_nn, energy_cdf when the teacher has a target bank, and with ``hashes`` exact_hash and
     phash) and its drop counts; with ``features``, first the pooled features of the scored images."""
     url = layout.scores_url(out_url, shard_url)
-    if storage.exists(url):
-        return url  # written atomically, so presence means complete
+    with one_writer(url):  # publish runs side by side may share a content-addressed scoring folder
+        if storage.exists(url):
+            return url  # written atomically, so presence means complete
+        return _score(url, shard_url, expected_n, teacher_url, out_url, cfg, hashes, features)
+
+
+def _score(url: str, shard_url: str, expected_n: int, teacher_url: str, out_url: str, cfg: ScoringConfig,
+           hashes: bool, features: bool) -> str:  # fmt: skip
     setup_torch(parallel=True)
     start = time.perf_counter()
     model, preprocess, bank = _teacher(teacher_url, str(cfg.torch_device()))

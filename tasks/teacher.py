@@ -33,7 +33,7 @@ from plada_core.leakage import hash_images
 from plada_core.proxy import AutoConfig
 from plada_core.relevance import build_bank
 from plada_core.training import accuracy
-from tasks.common import load_split, logger, setup_torch
+from tasks.common import load_split, logger, one_writer, setup_torch
 
 
 def write_bank(model, x, y, teacher_url: str) -> str:
@@ -128,10 +128,17 @@ def train_teacher(
 ) -> str:
     """Write ``teacher.pt`` (state dict + metadata, test accuracy included) and its ``target_bank.npz``; with
     ``auto``, first hold out ``validation.npz`` (the teacher and bank fit the rest; a split too small raises
-    unless not ``require_validation``) and write ``target_hashes.npz``. Returns the checkpoint's URL."""
+    unless not ``require_validation``) and write ``target_hashes.npz``. Returns the checkpoint's URL. A complete
+    teacher folder at ``out_url`` is reused (its missing side files written), not retrained."""
     url = layout.teacher_url(out_url)
-    if storage.exists(url):
-        return _reuse(url, target_train, target_test, cfg, auto, require_validation)
+    with one_writer(url):
+        if storage.exists(url):
+            return _reuse(url, target_train, target_test, cfg, auto, require_validation)
+        return _train(url, target_train, target_test, cfg, auto, require_validation)
+
+
+def _train(url: str, target_train: str, target_test: str, cfg: TeacherConfig, auto: AutoConfig | None,
+           require_validation: bool) -> str:  # fmt: skip
     setup_torch()
     if cfg.checkpoint:
         model, preprocess, class_names, model_name = _given_teacher(cfg, target_train)

@@ -18,6 +18,14 @@ nowhere else. Under a publish run's ``out_url``::
     students/<tag>/                 a client's student on that payload (``student_url``): student.pt,
                                     metrics.json, student_report.json, accuracy_vs_payload.png
 
+A release root keeps work that later releases reuse under content-addressed folders (keys from
+``plada_core.digest``)::
+
+    cache/teachers/<teacher key>/                     a teacher folder as above (teacher.pt and its side files)
+    cache/scores/<teacher key>/<pool fp>/<scores key>/  a scoring pass's out_url: scores/ and features/ as above
+
+so a release whose teacher and pool are those of an earlier one re-selects from the scores it has.
+
 An end-to-end run writes ``report.json`` and ``report.md`` (``report_urls``). The reference pool's own files
 are ``plada_core.io.pool``'s, and a release's ``tasks/<task>/<version>/`` layout is ``plada_core.io.releases``'s.
 """
@@ -39,6 +47,8 @@ __all__ = [
     "pool_features_url",
     "publish_report_url",
     "report_urls",
+    "score_run_url",
+    "scores_cache_url",
     "scores_url",
     "selection_summary_url",
     "student_checkpoint_url",
@@ -46,6 +56,7 @@ __all__ = [
     "student_report_url",
     "student_url",
     "target_hashes_url",
+    "teacher_cache_url",
     "teacher_url",
     "validation_url",
 ]
@@ -53,6 +64,8 @@ __all__ = [
 BANK_NAME = "target_bank.npz"
 STUDENT_REPORT_NAME = "student_report.json"
 STUDENTS_DIR = "students"
+CACHE_DIR = "cache"
+_KEY_CHARS = 16  # hex digits of a key in a path: 64 bits, far from colliding among one root's teachers and pools
 
 
 def teacher_url(out_url: str) -> str:
@@ -85,6 +98,29 @@ def _stem(shard_url: str) -> str:
 def scores_url(out_url: str, shard_url: str) -> str:
     """The scores of one shard: ``<out>/scores/<shard stem>.parquet``."""
     return join(out_url, "scores", f"{_stem(shard_url)}.parquet")
+
+
+def score_run_url(scores_url: str) -> str:
+    """The ``out_url`` a scores file ``<out>/scores/<shard stem>.parquet`` was written under (its features are
+    ``pool_features_url(score_run_url(...), shard)``)."""
+    return scores_url.rstrip("/").rsplit("/", 2)[0]
+
+
+def _key(value: str) -> str:
+    if len(value) < _KEY_CHARS or not all(c in "0123456789abcdef" for c in value):
+        raise ValueError(f"{value!r} is not a hex digest: pass a key from plada_core.digest or a pool fingerprint")
+    return value[:_KEY_CHARS]
+
+
+def teacher_cache_url(root_url: str, teacher_key: str) -> str:
+    """The teacher folder of ``teacher_key`` under a release root: ``<root>/cache/teachers/<key>``."""
+    return join(root_url, CACHE_DIR, "teachers", _key(teacher_key))
+
+
+def scores_cache_url(root_url: str, teacher_key: str, pool_fingerprint: str, scores_key: str) -> str:
+    """The scoring pass of the pool ``pool_fingerprint`` under a teacher, used as its ``out_url``:
+    ``<root>/cache/scores/<teacher key>/<pool fp>/<scores key>``."""
+    return join(root_url, CACHE_DIR, "scores", _key(teacher_key), _key(pool_fingerprint), _key(scores_key))
 
 
 def pool_features_url(out_url: str, shard_url: str) -> str:

@@ -132,7 +132,19 @@ def test_demo_takes_the_pair_and_the_given_flags(monkeypatch):
     assert request.references == pair["references"] and request.preprocess == pair["preprocess"]
     assert request.keep == pair["keep"] and request.seed == 2 and request.teacher_config().train.seed == 2
     assert parse(["demo", "--out", "o", "--keep", "0.05", "--pair", "natural"])[1].keep == 0.05
-    assert parse(["demo", "--out", "o", "--pair", "natural"])[1].teacher_model == "plada_effnet_lite0"
+    natural = parse(["demo", "--out", "o", "--pair", "natural"])[1]
+    assert natural.teacher_model == "plada_effnet_lite0_ml"
+    assert natural.preprocess == PreprocessConfig(image_size=32, channels=3, crop="none")  # the model's own input
+
+
+def test_preprocess_leaves_left_out_come_from_the_model():
+    base = ["run", "--target-train", "a", "--target-test", "b", "--reference", "r", "--out", "o"]
+    _, request = parse([*base, "--teacher-model", "plada_effnet_lite0_ml", "--image-size", "64"])
+    assert request.preprocess == PreprocessConfig(image_size=64, channels=3, crop="none")
+    _, request = parse(base)  # plada_cnn has no natural input: PreprocessConfig's defaults
+    assert request.preprocess == PreprocessConfig()
+    _, request = parse([*base, "--teacher-model", "plada_effnet_lite0_ml", "--channels", "1"])
+    assert request.preprocess.channels == 1 and request.teacher_config().preprocess.image_size == 32
 
 
 @pytest.fixture(scope="module")

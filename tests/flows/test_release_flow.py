@@ -133,8 +133,9 @@ def _form(model) -> dict:
     schema = model.model_json_schema()
     props = dict(schema["properties"])
     for name, prop in schema["properties"].items():
-        if "$ref" in prop:
-            props.update(schema["$defs"][prop["$ref"].split("/")[-1]]["properties"])
+        for ref in [prop.get("$ref")] + [a.get("$ref") for a in prop.get("anyOf", [])]:  # optional groups: anyOf
+            if ref:
+                props.update(schema["$defs"][ref.split("/")[-1]]["properties"])
     return props
 
 
@@ -165,4 +166,5 @@ def test_ui_form_fields_carry_the_core_configs_defaults_bounds_and_help():
     assert form["teacher_epochs"]["description"] == epochs.description
     assert (form["teacher_epochs"]["minimum"], form["teacher_epochs"]["maximum"]) == (1, 1000)
     assert form["alpha"]["default"] == SelectionConfig().alpha and form["image_size"]["default"] == 16
+    assert form["preprocess"]["default"] is None  # left empty: the model's own input (models.model_input)
     assert set(_form(StudentRecipe)) >= {"student_epochs", "student_lr", "seed", "device", "image_size"}
