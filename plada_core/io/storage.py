@@ -12,7 +12,7 @@ before Python starts) applies as well. A URL with ``user:password@`` in it is re
 
 Transient errors (dropped connections, timeouts, 5xx) are retried in three layers: botocore retries each S3
 request (``S3_RETRIES``, set here once for every S3 client PLADA opens), s3fs retries each call (5 times, for
-throttling and dropped connections), and ``_retrying`` here retries the whole operation with exponential backoff
+throttling and dropped connections), and ``retries.retrying`` retries the whole operation with exponential backoff
 (``PLADA_STORAGE_RETRIES``, any store); missing objects and denied access fail at once. Under throttling that
 does not let up, one S3 write thus gives up after 4 x 5 x 3 = 60 requests and about 45 s, with
 ``TransientStorageError`` naming the URL; botocore's default ("legacy", 5 attempts) made that 100 requests and
@@ -24,16 +24,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import re
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any, TypeVar
 
 import fsspec
+
+from plada_core.io.retries import TransientStorageError, is_transient, retrying
 
 __all__ = [
     "TransientStorageError",
@@ -67,29 +67,6 @@ _S3 = {"s3", "s3a"}
 # override it with AWS_RETRY_MODE / AWS_MAX_ATTEMPTS or fsspec's s3 ``config_kwargs`` (those win).
 S3_RETRIES = {"mode": "standard", "total_max_attempts": 3}
 _CREDENTIALS_IN_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://[^/@]*:[^/@]*@")
-# Answers that are the same however often we ask: retrying them only delays a clear error.
-_PERMANENT = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
-
-
-def _transient_types() -> tuple[type[BaseException], ...]:
-    types: tuple[type[BaseException], ...] = (OSError, TimeoutError)
-    try:  # botocore's connection errors are not OSErrors; it is only installed with s3fs
-        from botocore.exceptions import ConnectionError as BotoConnectionError
-        from botocore.exceptions import HTTPClientError
-
-        types += (BotoConnectionError, HTTPClientError)
-    except ImportError:
-        pass
-    return types
-
-
-_TRANSIENT = _transient_types()
-
-
-class TransientStorageError(OSError):
-    """Storage stayed unreachable or kept failing through every retry; re-running later may well succeed."""
-
-
 def to_url(path_or_url: str) -> str:
     """Return a URL; a plain path becomes an absolute ``file://`` URL."""
     if "://" in path_or_url:
@@ -143,47 +120,9 @@ def join(url: str, *parts: str) -> str:
     return out
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True for errors worth retrying (connection drops, timeouts, server errors), False for missing/denied."""
-    return isinstance(exc, _TRANSIENT) and not isinstance(exc, _PERMANENT)
-
-
-def _retries() -> int:
-    raw = os.environ.get("PLADA_STORAGE_RETRIES", "3")
-    try:
-        return max(0, int(raw))
-    except ValueError:
-        raise ValueError(f"PLADA_STORAGE_RETRIES must be a whole number of retries, got {raw!r}") from None
-
-
-def _retrying(what: str, url: str, call: Callable[[], T], base_delay: float = 0.5) -> T:
-    """``call()``, retried on transient errors after 0.5, 1, 2 … s (±25 % jitter, so workers do not retry in step).
-
-    A transient error that outlasts the retries is raised as ``TransientStorageError`` (an ``OSError``, also for
-    botocore's own connection errors), so a caller's retry policy can tell a flaky store from bad data.
-    """
-    retries = _retries()
-    for attempt in range(retries + 1):
-        try:
-            return call()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            if attempt == retries:
-                raise TransientStorageError(
-                    f"{what} {url} failed {attempt + 1} time(s), last with {type(exc).__name__}: {exc}. "
-                    "Check the endpoint and the network, or raise PLADA_STORAGE_RETRIES."
-                ) from exc
-            delay = base_delay * 2**attempt * random.uniform(0.75, 1.25)
-            log.warning("%s %s: %s: %s; retry %d of %d in %.1f s", what, url, type(exc).__name__, exc,
-                        attempt + 1, retries, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
 def exists(url: str) -> bool:
     fs, path = get_fs(url)
-    return _retrying("checking", url, lambda: fs.exists(path))
+    return retrying("checking", url, lambda: fs.exists(path))
 
 
 def read_bytes(url: str) -> bytes:
@@ -196,7 +135,7 @@ def read_bytes(url: str) -> bytes:
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{url} does not exist") from exc
 
-    return _retrying("reading", url, read)
+    return retrying("reading", url, read)
 
 
 def open_read(url: str, block_size: int | None = None) -> IO[bytes]:
@@ -204,7 +143,7 @@ def open_read(url: str, block_size: int | None = None) -> IO[bytes]:
     s3fs retries each ranged read itself, and a stream cannot be resumed from our side."""
     fs, path = get_fs(url)
     kwargs = {} if block_size is None else {"block_size": block_size}
-    return _retrying("opening", url, lambda: fs.open(path, "rb", **kwargs))
+    return retrying("opening", url, lambda: fs.open(path, "rb", **kwargs))
 
 
 def read_json(url: str) -> Any:
@@ -303,7 +242,7 @@ def write_bytes(url: str, data: bytes) -> str:
         with atomic_open(url) as f:
             f.write(data)
 
-    _retrying("writing", url, write)
+    retrying("writing", url, write)
     return to_url(url)
 
 
@@ -319,7 +258,7 @@ def remove(url: str) -> None:
         if fs.exists(path):
             fs.rm(path, recursive=True)
 
-    _retrying("removing", url, rm)
+    retrying("removing", url, rm)
 
 
 # memory:// lives in this process, so a process-wide lock makes its check-then-put atomic.
@@ -349,7 +288,7 @@ def create_new(url: str, data: bytes) -> bool:
             f"cannot create {url} only-if-absent: PLADA knows no atomic conditional write for "
             f"{sorted(protocols)}. Use a file://, s3:// (AWS S3, MinIO) or memory:// URL for this root."
         )
-    return _retrying("creating", url, lambda: create(fs, path, url, data))
+    return retrying("creating", url, lambda: create(fs, path, url, data))
 
 
 def _create_new_local(fs: fsspec.AbstractFileSystem, path: str, url: str, data: bytes) -> bool:
@@ -392,7 +331,7 @@ def _create_new_s3(fs: Any, path: str, url: str, data: bytes) -> bool:
         cause = getattr(exc.__cause__, "response", None) or {}
         if cause.get("Error", {}).get("Code") == "PreconditionFailed":  # 412 without the condition named
             return False
-        raise  # 409 ConditionalRequestConflict (a concurrent write of the key) and 5xx: _retrying tries again
+        raise  # 409 ConditionalRequestConflict (a concurrent write of the key) and 5xx: retrying tries again
 
 
 def list_names(url: str) -> list[str]:
@@ -407,4 +346,4 @@ def list_names(url: str) -> list[str]:
             return []
         return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in found if p.rstrip("/") != base)
 
-    return _retrying("listing", url, ls)
+    return retrying("listing", url, ls)

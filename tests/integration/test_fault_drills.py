@@ -98,7 +98,7 @@ def _publish_task(env: dict, request: dict, log: Path) -> dict:
 
 
 def _plada_retries(*logs: Path) -> int:
-    """Whole-operation retries PLADA logged (``storage._retrying``), on top of those the proxy saw on the wire."""
+    """Whole-operation retries PLADA logged (``retries.retrying``), on top of those the proxy saw on the wire."""
     return sum(len(re.findall(r"; retry \d+ of \d+ in ", log.read_text())) for log in logs)
 
 
