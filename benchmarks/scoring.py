@@ -186,8 +186,8 @@ def _natural_rates(images: torch.Tensor, rounds: int) -> dict[str, float]:
             f"natural_{side}px_max_abs_diff": float((feats["channels_last"] - feats["contiguous"]).abs().max())}
 
 
-def _natural(n: int, rounds: int) -> dict[str, float]:
-    spec = _subset_parquet(n, Path(tempfile.mkdtemp(prefix="plada-bench-")) / "natural.parquet")
+def _natural(n: int, rounds: int, work: Path) -> dict[str, float]:
+    spec = _subset_parquet(n, work / "natural.parquet")
     raw = [decode_image(s.data) for s in open_source(spec).iter_encoded()]
     out = {}
     for side in (32, 64):
@@ -211,8 +211,13 @@ def main() -> None:
     os.environ["PLADA_TORCH_THREADS"] = str(threads)
     work = Path(tempfile.mkdtemp(prefix="plada-bench-"))
     result: dict[str, float | None] = {"n_images": args.n, "torch_threads": threads}
-    result.update(_natural(args.natural_n, args.rounds))
+    try:
+        result.update(_natural(args.natural_n, args.rounds, work))
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     if args.natural_only:
+        shutil.rmtree(work, ignore_errors=True)
         for key, value in result.items():
             print(f"{key:32s} {value}")
         print(json.dumps(result))
