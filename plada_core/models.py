@@ -87,7 +87,7 @@ class FrozenEffNetLite0(nn.Module):
     ``hidden``: a hidden layer of that width (ReLU) before the linear classifier, 0 for a linear head. A
     512-unit MLP head gave 0.633 (+1.2 points) for ~7x the head's training time (``plada_effnet_lite0_ml_mlp``).
 
-    The backbone runs in ``channels_last`` memory format: 1.7-1.9x faster on the project's CPUs
+    The backbone runs in ``channels_last`` memory format: 1.13x faster at 32 px and 1.79x at 64 px on the project's idle CPUs
     (``benchmarks/scoring.py`` prints both), the same numbers within float tolerance (tests/core/test_models.py).
     """
 
