@@ -87,8 +87,9 @@ class FrozenEffNetLite0(nn.Module):
     ``hidden``: a hidden layer of that width (ReLU) before the linear classifier, 0 for a linear head. A
     512-unit MLP head gave 0.633 (+1.2 points) for ~7x the head's training time (``plada_effnet_lite0_ml_mlp``).
 
-    The backbone runs in ``channels_last`` memory format: 1.13x faster at 32 px and 1.79x at 64 px on the project's idle CPUs
-    (``benchmarks/scoring.py`` prints both), the same numbers within float tolerance (tests/core/test_models.py).
+    The backbone runs in ``channels_last`` memory format: 1.13x faster at 32 px and 1.79x at 64 px on the project's
+    idle CPUs (``benchmarks/scoring.py`` prints both), the same numbers within float tolerance
+    (tests/core/test_models.py).
     """
 
     frozen_backbone = True
@@ -122,7 +123,8 @@ class FrozenEffNetLite0(nn.Module):
         eval mode), and the model stops offering cached features (``frozen_backbone`` is then False): the trainer
         runs every image through it, with augmentation, each epoch."""
         if not 0 <= stages <= len(_LITE0_STAGE_STARTS):
-            raise ValueError(f"can fine-tune 0 to {len(_LITE0_STAGE_STARTS)} stages of EfficientNet-Lite0, got {stages}")
+            n = len(_LITE0_STAGE_STARTS)
+            raise ValueError(f"can fine-tune 0 to {n} stages of EfficientNet-Lite0, got {stages}")
         net = self.backbone
         net.requires_grad_(False)
         if stages:
