@@ -36,7 +36,7 @@ from plada_core.models import model_input
 from plada_core.payload import AUTO, CODECS, HEADER_SIZE
 from plada_core.proxy import AutoConfig
 from plada_core.scoring import ScoringConfig
-from plada_core.selection import AUTO_SELECTOR, SelectionConfig
+from plada_core.selection import SelectionConfig
 from plada_core.training import TrainConfig
 
 __all__ = [
@@ -102,8 +102,7 @@ StudentTraining = _group("StudentTraining", TrainConfig, "student_", doc="The st
 TeacherSource = _group("TeacherSource", TeacherConfig, "teacher_", exclude=("train", "preprocess"))
 # The scoring batch and the prefetch thread are the worker's throughput, not the task's: left at their defaults.
 Scoring = _group("Scoring", ScoringConfig, exclude=("batch_size", "prefetch"), doc="``ScoringConfig``.")
-# A publisher measures its selection by default (``SelectionConfig`` keeps "energy": ``select`` cannot run "auto").
-Selection = _group("Selection", SelectionConfig, doc="``SelectionConfig``.", defaults={"selector": AUTO_SELECTOR})
+Selection = _group("Selection", SelectionConfig, doc="``SelectionConfig``.")
 AutoSelection = _group("AutoSelection", AutoConfig, doc="``AutoConfig``: validation split, proxies, leakage.")
 _SharedFields = create_model(
     "_SharedFields",

@@ -66,6 +66,12 @@ class AutoConfig:
     proxy_epochs: Annotated[
         int, Field(ge=1, le=1000, description="Epochs of the proxy student trained on each candidate selection.")
     ] = 5
+    tie_se: Annotated[
+        float,
+        Field(ge=0, le=10, description="Candidates within this many standard errors of the best validation "
+              "accuracy count as tied, and the simplest of them wins (random first): auto departs from a random "
+              "pick only where the validation split can tell them apart. 0: ties within one validation image."),
+    ] = 1.0  # fmt: skip
     proxy_model: Annotated[
         str | None,
         Field(min_length=1, description="Model of the proxy students; empty: the teacher's (plada run: the "
@@ -114,12 +120,13 @@ def evaluate_candidates(
     n_classes: int,
     in_chans: int = 3,
     progress: Callable[[str], None] = lambda message: None,
+    tie_se: float = AutoConfig.tie_se,
 ) -> AutoChoice:
     """Pack every candidate, load the union of their kept images once, train a proxy student per candidate on its
     images labelled with the teacher's ``pred`` (what its payload would carry), and ``choose`` the best.
 
     A kept image that ``load_inputs`` could not load is left out of that candidate's proxy training, as a client
-    would lose it; a candidate with no loadable image scores 0.
+    would lose it; a candidate with no loadable image scores 0. ``tie_se``: see ``auto_selection.choose``.
     """
     packed = {}
     for c in candidates:
@@ -145,7 +152,7 @@ def evaluate_candidates(
         progress(f"{c.name}: val acc {acc:.4f} on {len(y_val)} images, {len(kept)} kept, {payload_bytes} bytes")
         return CandidateResult(acc, len(y_val), len(kept), payload_bytes, wall)
 
-    return choose(candidates, evaluate)
+    return choose(candidates, evaluate, tie_se=tie_se)
 
 
 @torch.no_grad()

@@ -15,8 +15,6 @@ backbone's proxy students then reuse instead of running the backbone over the po
 
 from __future__ import annotations
 
-import queue
-import threading
 from dataclasses import dataclass, field
 from typing import Annotated, Callable, Iterable, Iterator
 
@@ -30,6 +28,7 @@ from torch import nn
 from plada_core.devices import model_device, resolve_device
 from plada_core.images import PreprocessConfig, preprocess
 from plada_core.leakage import hash_images
+from plada_core.prefetch import prefetch
 from plada_core.relevance import RELEVANCE_COLUMNS, TargetBank, knn_scores, pooled_features
 from plada_core.training import DeviceName
 
@@ -153,7 +152,7 @@ def score_stream(
     batches = _prepared_batches(
         samples, decode, preprocess_cfg, cfg.batch_size, pin=device.type == "cuda", hashes=hashes
     )
-    for n_batch, indices, x, batch_dropped, batch_hashes in _prefetch(batches) if cfg.prefetches(device) else batches:
+    for n_batch, indices, x, batch_dropped, batch_hashes in prefetch(batches) if cfg.prefetches(device) else batches:
         n_seen += n_batch
         dropped += batch_dropped
         if x is None:
@@ -205,49 +204,6 @@ def _hash_columns(images: list[np.ndarray]) -> dict[str, object]:
     same_shape = all(img.shape == images[0].shape for img in images)
     found = hash_images(np.stack(images) if same_shape else images)  # a stack hashes vectorised
     return {"exact_hash": list(found.exact), "phash": found.perceptual}
-
-
-_DONE = object()
-
-
-def _prefetch(iterator: Iterator, depth: int = 2) -> Iterator:
-    """Run ``iterator`` in a background thread, ``depth`` items ahead, preserving order.
-
-    Reading the tar and decoding are Python (GIL-bound) while the forward pass runs in torch kernels that
-    release the GIL: overlapping them hides the input pipeline behind the model (on a GPU worker entirely).
-    Exceptions are re-raised in the consumer; an abandoned consumer stops the producer at its next put.
-    """
-    out: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in iterator:
-                if not put(item):
-                    return
-            put(_DONE)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            put(exc)
-
-    thread = threading.Thread(target=produce, name="plada-prefetch", daemon=True)
-    thread.start()
-    try:
-        while (item := out.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 def _empty_frame() -> pd.DataFrame:

@@ -246,7 +246,9 @@ def _known_selector(name: str) -> str:
 class SelectionConfig:
     """How ``select`` picks images.
 
-    ``selector`` names a priority function in ``SELECTORS``. ``keep`` is a fraction of the pool when a float
+    ``selector`` names a priority function in ``SELECTORS``, or is ``auto`` (the default everywhere a publisher
+    sets it): the measured choice, which the publish run resolves to a named selector before ``select`` runs
+    (``plada_core.proxy``); ``select`` itself refuses ``auto`` with that advice. ``keep`` is a fraction of the pool when a float
     in (0, 1], an absolute count when an int >= 1 (see ``resolve_k``). ``safety_net`` turns on the per-class
     quota ``K_c ∝ N_c**alpha`` over the teacher's predicted classes (see ``safety_net_quotas``). ``seed``
     feeds ``np.random.default_rng`` for selectors that draw random numbers.
@@ -260,7 +262,7 @@ class SelectionConfig:
             "validation split; energy: the paper's).",
             json_schema_extra={"enum": [AUTO_SELECTOR, *SELECTORS]},
         ),
-    ] = "energy"
+    ] = AUTO_SELECTOR
     keep: Annotated[
         float | int,
         BeforeValidator(_checked_keep),

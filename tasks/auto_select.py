@@ -163,7 +163,7 @@ def auto_select(
     features_from = layout.score_run_url(score_urls[0]) if score_urls else out_url
     choice = evaluate_candidates(
         candidates, scores, pack, _loader(reference_url, features_from, preprocess, backbone), x_val, y_val, proxy,
-        auto.proxy_epochs, len(class_names), in_chans=x.shape[1], progress=logger().info,
+        auto.proxy_epochs, len(class_names), in_chans=x.shape[1], progress=logger().info, tie_se=auto.tie_se,
     )  # fmt: skip
     summary = {
         **choice.summary(),

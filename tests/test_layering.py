@@ -13,7 +13,8 @@ STORAGE_MODULES = {"fsspec", "s3fs", "webdataset", "boto3", "botocore"}
 #   reader checks magic bytes) and preprocess (the client's payload stream feeds a model); pure functions of pixels.
 # - plada_core.payload: pool.decode_for_pool checks a payload against the pool it names (fingerprint, size, layout);
 #   the payload format is pure bytes-in, arrays-out, and the pool's own files are what it is checked against.
-IO_MAY_IMPORT = {"plada_core.images", "plada_core.payload"}
+# - plada_core.prefetch: a thread that runs an iterator a few items ahead (the shard stream's reader without workers).
+IO_MAY_IMPORT = {"plada_core.images", "plada_core.payload", "plada_core.prefetch"}
 TASKS_MAY_IMPORT = {"tasks.common"}  # shared task plumbing; a helper two tasks need goes there or into plada_core
 
 

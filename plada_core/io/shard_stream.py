@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from plada_core.prefetch import prefetch
+
 __all__ = ["Batch", "DropCounts", "ShardStream", "StreamLoader"]
 
 
@@ -203,8 +205,9 @@ class ShardStream(IterableDataset):
             else:
                 yield sample[0], sample[1]
 
-    def loader(self, batch_size: int, num_workers: int = 0, pin_memory: bool = False) -> StreamLoader:
-        return StreamLoader(self, batch_size, num_workers, pin_memory)
+    def loader(self, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
+               prefetch_batches: int = 2) -> StreamLoader:  # fmt: skip
+        return StreamLoader(self, batch_size, num_workers, pin_memory, prefetch_batches)
 
     def _read_shard(self, s: int, drops: DropCounts) -> Iterator[object]:
         raise NotImplementedError
@@ -248,7 +251,9 @@ def _worker_context() -> multiprocessing.context.BaseContext:
 
 class StreamLoader:
     """One epoch of a ``ShardStream`` per iteration, in ``Batch``es of exactly ``batch_size`` (the last one of the
-    epoch may be smaller), decoded in ``num_workers`` DataLoader workers (0: in this process).
+    epoch may be smaller), decoded in ``num_workers`` DataLoader workers (0: in this process, by a background
+    thread ``prefetch_batches`` batches ahead of the consumer, so that shard reading and decoding overlap the
+    training step's torch kernels; ``prefetch_batches=0``: inline, on the consumer's thread).
 
     After an epoch, ``drops`` holds its ``DropCounts`` (workers' reports and ``missing_from_index`` added up) and
     ``done`` the shards it finished. ``chunks()`` yields the workers' batches as they come instead, empty ones and
@@ -256,20 +261,26 @@ class StreamLoader:
     iterating the loader itself drops the empty ones, so there ``Batch.done`` may miss shards (``drops`` does not).
     """
 
-    def __init__(self, stream: ShardStream, batch_size: int, num_workers: int = 0, pin_memory: bool = False):
-        if batch_size < 1 or num_workers < 0:
-            raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size!r} and {num_workers!r}")
+    def __init__(self, stream: ShardStream, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
+                 prefetch_batches: int = 2) -> None:  # fmt: skip
+        if batch_size < 1 or num_workers < 0 or prefetch_batches < 0:
+            raise ValueError(f"need batch_size >= 1, num_workers >= 0 and prefetch_batches >= 0, got {batch_size!r}, "
+                             f"{num_workers!r} and {prefetch_batches!r}")  # fmt: skip
         self.stream, self.batch_size = stream, batch_size
-        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.num_workers, self.pin_memory, self.prefetch_batches = num_workers, pin_memory, prefetch_batches
         self.drops, self.done = DropCounts(), []
 
     def chunks(self) -> Iterator[Batch]:
         self.drops = DropCounts(missing_from_index=len(self.stream.missing_from_index))
         self.done = []
-        # Workers are started per epoch (not persistent), so each one pickles or forks the stream as it is now.
-        loader = DataLoader(_WorkerBatches(self.stream, self.batch_size), batch_size=None,
-                            num_workers=self.num_workers, pin_memory=self.pin_memory,
-                            multiprocessing_context=_worker_context() if self.num_workers else None)
+        batches = _WorkerBatches(self.stream, self.batch_size)
+        if self.num_workers == 0 and self.prefetch_batches:
+            loader = prefetch(iter(batches), self.prefetch_batches, name="plada-stream")
+            if self.pin_memory:
+                loader = (chunk.pin_memory() for chunk in loader)
+        else:  # workers start per epoch (not persistent), so each one pickles the stream as it is now
+            loader = DataLoader(batches, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                                multiprocessing_context=_worker_context() if self.num_workers else None)
         for chunk in loader:
             for shard, drops in chunk.done.items():
                 self.drops.add(drops)

@@ -28,7 +28,7 @@ from plada_core.training import TrainConfig
 FULL = SCORE_COLUMNS + RELEVANCE_COLUMNS
 # The registry as these counts were written against; selectors registered since join the full grid (checked below).
 FIRST = ["energy", "opposite_energy", "entropy", "random", "knn", "knn_agree", "knn_cover", "knn_sample", "auto_energy"]
-BASE = SelectionConfig(selector="energy", keep=500, safety_net=True, alpha=0.5, seed=3)
+BASE = SelectionConfig("energy", keep=500, safety_net=True, alpha=0.5, seed=3)
 
 
 def test_required_columns_are_read_from_the_selectors():
@@ -65,7 +65,8 @@ def test_grid_follows_the_available_columns():
     assert [c.name for c in no_pred] == ["random", "energy", "opposite_energy"]  # Safety-Net needs "pred"
     assert len(candidate_grid(FULL, BASE, alphas=(), selectors=FIRST)) == 16
     assert len(candidate_grid(FULL, BASE, skip=(), selectors=FIRST)) == 36
-    custom = candidate_grid(FULL, SelectionConfig(alpha=0.25), alphas=(0.0, 0.25), selectors=["knn", "random"])
+    base = SelectionConfig("energy", alpha=0.25)
+    custom = candidate_grid(FULL, base, alphas=(0.0, 0.25), selectors=["knn", "random"])
     assert [c.name for c in custom] == ["random", "knn", "random+sn(0.25)", "random+sn(0)", "knn+sn(0.25)", "knn+sn(0)"]
 
 
@@ -114,15 +115,29 @@ def test_exact_tie_goes_to_the_simpler_candidate():
     assert choose(grid, _fake({"entropy": 0.7, "energy": 0.7})).winner.name == "entropy"
 
 
-def test_default_tolerance_is_one_validation_image():
+def test_default_tolerance_is_one_standard_error_of_the_best_at_least_one_image():
     grid = _grid(["random", "knn_cover"])
-    one_image_better = {"random": 0.700, "knn_cover": 0.701}  # n_val = 1000
+    one_image_better = {"random": 0.700, "knn_cover": 0.701}  # n_val = 1000: SE 1.45 points
     choice = choose(grid, _fake(one_image_better))
-    assert choice.tie_tolerance == pytest.approx(1 / 1000)
+    assert choice.tie_tolerance == pytest.approx(math.sqrt(0.701 * 0.299 / 1000))
     assert choice.winner.name == "random"
     assert choice.predicted.runner_up_gap == pytest.approx(-0.001)
     assert choose(grid, _fake(one_image_better), tie_tolerance=0).winner.name == "knn_cover"
-    assert choose(grid, _fake({"random": 0.700, "knn_cover": 0.702})).winner.name == "knn_cover"
+    assert choose(grid, _fake(one_image_better), tie_se=0).tie_tolerance == pytest.approx(1 / 1000)
+    assert choose(grid, _fake({"random": 0.6, "knn_cover": 1.0})).tie_tolerance == pytest.approx(1 / 1000)
+
+
+def test_a_small_validation_split_keeps_random_unless_a_candidate_is_clearly_better():
+    grid = _grid(["random", "knn_cover", "entropy+sn(0.5)"])
+    # 100 validation images: SE ~4.5 points; 4 points ahead of random is within the noise, 11 is not
+    close = {"random": 0.67, "knn_cover": 0.69, "entropy+sn(0.5)": 0.71}
+    assert choose(grid, _fake(close, n_val=100)).winner.name == "random"
+    assert choose(grid, _fake(close, n_val=100), tie_se=0).winner.name == "entropy+sn(0.5)"
+    clear = {"random": 0.60, "knn_cover": 0.69, "entropy+sn(0.5)": 0.71}
+    assert choose(grid, _fake(clear, n_val=100)).winner.name == "knn_cover"  # tied with the best, simpler
+    assert choose(grid, _fake(close, n_val=5000)).winner.name == "entropy+sn(0.5)"  # SE 0.64: resolved
+    with pytest.raises(ValueError, match="tie_se"):
+        choose(grid, _fake(close), tie_se=-1)
 
 
 def test_predicted_accuracy_uncertainty():

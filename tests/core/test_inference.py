@@ -53,6 +53,24 @@ def test_torchscript_export_equals_the_model_and_the_card_states_the_contract():
     assert card["class_names"] == ["a", "b", "c"] and card["meta"]["task"] == "t"
 
 
+@pytest.mark.parametrize(("name", "pre"), [
+    ("plada_cnn", PRE),
+    ("plada_effnet_lite0_ml", PreprocessConfig(image_size=32, channels=3, crop="none")),
+])  # fmt: skip
+def test_onnx_export_runs_in_onnxruntime_like_the_model_at_any_batch_size(name, pre):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(2)
+    model = create_model(name, num_classes=5, in_chans=pre.channels).eval()
+    session = ort.InferenceSession(export_model(model, pre, "onnx"))
+    for n in (1, 6):
+        x = torch.rand(n, pre.channels, pre.image_size, pre.image_size)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = session.run(["logits"], {"image": x.numpy()})[0]
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_unknown_or_unavailable_export_is_a_clear_error():
     with pytest.raises(ValueError, match="torchscript, onnx"):
         check_export("tflite")

@@ -68,7 +68,7 @@ def test_registered_with_their_columns():
 
 
 def test_auto_grid_skips_the_selectors_whose_column_is_absent():
-    base = SelectionConfig(keep=10)
+    base = SelectionConfig("energy", keep=10)
     without = {c.config.selector for c in candidate_grid(SCORE_COLUMNS + RELEVANCE_COLUMNS, base, alphas=())}
     assert {"ccs", "easy_first", "hard_first"} <= without and not {"density_ratio", "reliable"} & without
     full = {c.config.selector for c in candidate_grid(SCORE_COLUMNS + RELEVANCE_COLUMNS + PRUNING_COLUMNS, base)}

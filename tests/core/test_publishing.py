@@ -36,13 +36,13 @@ def _index() -> pd.DataFrame:
                          "shard": [f"shard-{i // 200:06d}.tar" for i in range(N_POOL)]})  # fmt: skip
 
 
-def _pack(cfg=SelectionConfig(keep=0.1), codec="paper-zstd19", **kwargs):
+def _pack(cfg=SelectionConfig("energy", keep=0.1), codec="paper-zstd19", **kwargs):
     kwargs = {"n_reference": N_POOL, "fingerprint": FINGERPRINT, "index": _index(), "meta": TEACHER, **kwargs}
     return select_and_pack(_scores(), CLASSES, cfg, codec, **kwargs)
 
 
 def test_keeps_what_select_keeps_and_the_payload_carries_exactly_it():
-    scores, cfg = _scores(), SelectionConfig(keep=0.1)
+    scores, cfg = _scores(), SelectionConfig("energy", keep=0.1)
     result = _pack(cfg)
     expected = scores.iloc[select({c: scores[c].to_numpy() for c in scores.columns}, len(CLASSES), cfg)]
     pd.testing.assert_frame_equal(result.kept, expected)
@@ -76,7 +76,7 @@ def test_summary_counts_sizes_and_the_config_used():
 
 
 def test_manifest_carries_the_run_metadata_and_the_index_rows():
-    result = _pack(SelectionConfig(keep=25))
+    result = _pack(SelectionConfig("energy", keep=25))
     meta = validate_manifest(result.manifest)
     assert meta["reference_fingerprint"] == FINGERPRINT and meta["teacher"] == TEACHER["teacher"]
     assert (meta["selector"], meta["config"]["keep"], meta["class_names"]) == ("energy", 25, CLASSES)
@@ -107,13 +107,14 @@ def test_scores_outside_the_index_are_refused():
 @pytest.mark.parametrize("codec", ["paper-zstd19", "context-rc", "auto"])
 def test_budget_mode_keeps_the_largest_selection_that_fits(codec):
     budget = 115  # 90 for the selection, 25 for the class names (format 2)
-    result = _pack(SelectionConfig(keep=0.5), codec, max_bytes=budget)
+    result = _pack(SelectionConfig("energy", keep=0.5), codec, max_bytes=budget)
     s, k = result.summary, result.summary["n_kept"]
     assert 0 < k < N_SCORED and s["payload_bytes"] <= budget and s["max_payload_bytes"] == budget
     assert s["selection"]["keep"] == k and validate_manifest(result.manifest)["config"]["keep"] == k
-    one_more = _pack(SelectionConfig(keep=k + 1), codec)
+    one_more = _pack(SelectionConfig("energy", keep=k + 1), codec)
     assert one_more.summary["payload_bytes"] > budget
-    same = _pack(SelectionConfig(keep=k), codec)  # the payload found by the search is the one a plain run makes
+    # the payload found by the search is the one a plain run makes
+    same = _pack(SelectionConfig("energy", keep=k), codec)
     assert same.payload == result.payload and same.kept.equals(result.kept)
 
 

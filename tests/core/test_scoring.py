@@ -92,8 +92,8 @@ def test_the_background_thread_runs_exactly_when_prefetch_is_on(monkeypatch):
     from plada_core import scoring
 
     calls = []
-    real = scoring._prefetch
-    monkeypatch.setattr(scoring, "_prefetch", lambda it: calls.append(1) or real(it))
+    real = scoring.prefetch
+    monkeypatch.setattr(scoring, "prefetch", lambda it: calls.append(1) or real(it))
     samples = [(i, _png(i)) for i in range(5)]
     pre = PreprocessConfig(image_size=4, channels=1)
     auto = score_stream(_Sum(), samples, _decode, pre, ScoringConfig(batch_size=2, device="cpu"))

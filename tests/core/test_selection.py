@@ -128,7 +128,7 @@ def test_get_selector_lists_names():
 
 def test_select_errors():
     scores = make_scores([0.0, 1.0, 2.0], [0, 1, 0])
-    cfg = SelectionConfig(keep=2)
+    cfg = SelectionConfig("energy", keep=2)
     with pytest.raises(ValueError, match="n_classes must be an int >= 1, got 0"):
         select(scores, 0, cfg)
     with pytest.raises(ValueError, match="differ in length.*'pred': 2"):
@@ -140,16 +140,16 @@ def test_select_errors():
     with pytest.raises(ValueError, match="no column 'energy'"):
         select({"pred": scores["pred"]}, 2, cfg)
     with pytest.raises(ValueError, match="keep=4 images asked for, but the pool holds only n=3"):
-        select(scores, 2, SelectionConfig(keep=4))
+        select(scores, 2, SelectionConfig("energy", keep=4))
     with pytest.raises(ValueError, match="scores are empty"):
         select({}, 2, cfg)
 
 
 def test_pred_is_only_needed_by_the_safety_net():
     scores = {"energy": np.array([2.0, 1.0, 0.0])}
-    assert select(scores, 1, SelectionConfig(keep=1, safety_net=False)).tolist() == [2]
+    assert select(scores, 1, SelectionConfig("energy", keep=1, safety_net=False)).tolist() == [2]
     with pytest.raises(ValueError, match="no column 'pred'"):
-        select(scores, 1, SelectionConfig(keep=1))
+        select(scores, 1, SelectionConfig("energy", keep=1))
 
 
 # --- select: hand examples -----------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ def test_pred_is_only_needed_by_the_safety_net():
 
 def test_energy_keeps_the_lowest_energies():
     scores = make_scores([3.0, -1.0, 2.0, -5.0, 0.0], [0] * 5)
-    cfg = SelectionConfig(keep=2, safety_net=False)
+    cfg = SelectionConfig("energy", keep=2, safety_net=False)
     assert select(scores, 1, cfg).tolist() == [1, 3]
     assert select(scores, 1, SelectionConfig(selector="opposite_energy", keep=2, safety_net=False)).tolist() == [0, 2]
 
@@ -169,7 +169,7 @@ def test_entropy_keeps_the_lowest_entropies():
 
 def test_ties_go_to_the_lower_position():
     scores = make_scores([1.0, 0.0, 0.0, 0.0, 1.0], [0] * 5)
-    assert select(scores, 1, SelectionConfig(keep=2, safety_net=False)).tolist() == [1, 2]
+    assert select(scores, 1, SelectionConfig("energy", keep=2, safety_net=False)).tolist() == [1, 2]
     assert select(scores, 1, SelectionConfig(selector="opposite_energy", keep=1, safety_net=False)).tolist() == [0]
 
 
@@ -178,8 +178,8 @@ def test_safety_net_keeps_the_best_of_each_class():
     energy = [-9.0, -8.0, -7.0, -6.0, 5.0, 4.0, 3.0]
     pred = [0, 0, 0, 0, 1, 1, 1]
     scores = make_scores(energy, pred)
-    assert select(scores, 3, SelectionConfig(keep=4, safety_net=False)).tolist() == [0, 1, 2, 3]
-    assert select(scores, 3, SelectionConfig(keep=4, alpha=0.0)).tolist() == [0, 1, 5, 6]
+    assert select(scores, 3, SelectionConfig("energy", keep=4, safety_net=False)).tolist() == [0, 1, 2, 3]
+    assert select(scores, 3, SelectionConfig("energy", keep=4, alpha=0.0)).tolist() == [0, 1, 5, 6]
 
 
 def test_nan_energies_rank_last():
@@ -188,7 +188,8 @@ def test_nan_energies_rank_last():
         cfg = SelectionConfig(selector=selector, keep=3, safety_net=False)
         assert select(make_scores(energy, [0] * 5), 1, cfg).tolist() == first
     # A budget larger than the finite values takes NaNs, lowest position first.
-    assert select(make_scores(energy, [0] * 5), 1, SelectionConfig(keep=4, safety_net=False)).tolist() == [0, 1, 3, 4]
+    cfg = SelectionConfig("energy", keep=4, safety_net=False)
+    assert select(make_scores(energy, [0] * 5), 1, cfg).tolist() == [0, 1, 3, 4]
 
 
 # --- select: properties --------------------------------------------------------------------------------------
@@ -300,7 +301,8 @@ def test_no_alabama_paradox_one_more_image_never_costs_a_class_its_image():
     # Proportional quotas over N = [3, 1, 3]: largest remainder gave [1, 1, 1] at k=3 but [2, 0, 2] at k=4.
     # Webster's seats come in one order, so every class's count only grows with k.
     scores = make_scores(np.arange(7.0), [0, 0, 0, 1, 2, 2, 2])
-    counts = [class_counts(select(scores, 3, SelectionConfig(keep=k, alpha=1.0)), scores, 3).tolist() for k in (3, 4, 5)]
+    configs = [SelectionConfig("energy", keep=k, alpha=1.0) for k in (3, 4, 5)]
+    counts = [class_counts(select(scores, 3, cfg), scores, 3).tolist() for cfg in configs]
     assert counts == [[2, 0, 1], [2, 0, 2], [2, 1, 2]]
 
 

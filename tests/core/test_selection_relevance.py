@@ -94,7 +94,8 @@ def test_energy_direction_and_auto_energy():
     inverted = scores_of(sim, energy=sim)  # high energy = target-like: far-OOD
     assert energy_direction(follows) == 1 and energy_direction(inverted) == -1
     cfg = SelectionConfig(selector="auto_energy", keep=5, safety_net=False)
-    assert select(follows, 1, cfg).tolist() == select(follows, 1, SelectionConfig(keep=5, safety_net=False)).tolist()
+    energy = SelectionConfig("energy", keep=5, safety_net=False)
+    assert select(follows, 1, cfg).tolist() == select(follows, 1, energy).tolist()
     opposite = SelectionConfig(selector="opposite_energy", keep=5, safety_net=False)
     assert select(inverted, 1, cfg).tolist() == select(inverted, 1, opposite).tolist() == [15, 16, 17, 18, 19]
     assert energy_direction(scores_of([np.nan], energy=[1.0])) == 1

@@ -8,7 +8,7 @@ import torch
 from digits_pool import SHARD, make_payload, make_pool
 
 from plada_core.images import PreprocessConfig, decode_image, preprocess
-from plada_core.io import payload_stream, pool, storage, tables
+from plada_core.io import payload_stream, pool, shard_stream, storage, tables
 from plada_core.io.payload_stream import PayloadStream
 
 CFG = PreprocessConfig(image_size=8, channels=1)
@@ -126,3 +126,24 @@ def test_corrupt_shard_and_undecodable_image_are_counted(storage_root):
         assert drops.events.get("unreadable_shard") == 1 and any("shard-000001" in e for e in drops.errors)
     stream = PayloadStream(url, payload, CFG)
     assert len(list(stream)) + stream.drops.total == payload.k, "num_workers=0 callers read stream.drops"
+
+
+def test_the_background_reader_yields_what_the_inline_reader_yields(digits_pool, monkeypatch):
+    url, _, payload = digits_pool
+    stream = PayloadStream(url, payload, CFG, seed=3, shuffle_buffer=8)
+    threads, real = [], shard_stream.prefetch
+
+    def spy(iterator, depth, name):
+        threads.append(depth)
+        return real(iterator, depth, name)
+
+    monkeypatch.setattr(shard_stream, "prefetch", spy)
+    for epoch in (0, 1):
+        stream.set_epoch(epoch)
+        ahead = [(b.index.tolist(), b.y.tolist(), b.x) for b in stream.loader(16)]
+        inline = [(b.index.tolist(), b.y.tolist(), b.x) for b in stream.loader(16, prefetch_batches=0)]
+        assert [a[:2] for a in ahead] == [b[:2] for b in inline]
+        assert all(torch.equal(a[2], b[2]) for a, b in zip(ahead, inline))
+    assert threads == [2, 2]  # the inline loaders started no thread
+    with pytest.raises(ValueError, match="prefetch_batches"):
+        stream.loader(16, prefetch_batches=-1)

@@ -59,14 +59,14 @@ def test_corrupt_shard_is_counted_and_fails_the_run_above_the_drop_rate(publishe
     urls = [url] + published["scores"][1:]
     with pytest.raises(RuntimeError, match="could not be scored.*shard-000000"):
         select_and_encode.fn(
-            urls, published["ref"], published["teacher"], str(tmp_path / "sel"), SelectionConfig(keep=0.1)
+            urls, published["ref"], published["teacher"], str(tmp_path / "sel"), SelectionConfig("energy", keep=0.1)
         )
     summary = select_and_encode.fn(
         urls,
         published["ref"],
         published["teacher"],
         str(tmp_path / "sel"),
-        SelectionConfig(keep=0.1),
+        SelectionConfig("energy", keep=0.1),
         max_drop_rate=0.5,
     )
     assert summary["drops"]["n_dropped"] == meta["n_dropped"]
@@ -74,7 +74,8 @@ def test_corrupt_shard_is_counted_and_fails_the_run_above_the_drop_rate(publishe
 
 def test_payload_for_another_pool_is_refused(published, tiny_npz, tmp_path):
     summary = select_and_encode.fn(
-        published["scores"], published["ref"], published["teacher"], str(tmp_path / "sel"), SelectionConfig(keep=0.1)
+        published["scores"], published["ref"], published["teacher"], str(tmp_path / "sel"),
+        SelectionConfig("energy", keep=0.1),
     )
     other = build_reference_pool.fn([tiny_npz["train"]], str(tmp_path / "other-pool"), shard_size=100)
     cfg = StudentConfig(train=TrainConfig(epochs=1), preprocess=PRE)
@@ -93,7 +94,7 @@ def test_existing_pool_is_never_overwritten(published, tiny_npz):
 
 
 def test_random_baseline_has_the_requested_size(published, tmp_path):
-    cfg = dataclasses.replace(SelectionConfig(), selector="random", keep=37, safety_net=False)
+    cfg = dataclasses.replace(SelectionConfig("energy"), selector="random", keep=37, safety_net=False)
     summary = select_and_encode.fn(published["scores"], published["ref"], published["teacher"], str(tmp_path), cfg)
     assert summary["n_kept"] == 37
 
@@ -103,12 +104,12 @@ def test_the_payload_names_the_teachers_classes_and_the_release(published, tmp_p
     it is; the random baseline's payload carries the same names."""
     common = (published["scores"], published["ref"], published["teacher"])
     names = checkpoints.load_checkpoint(published["teacher"])[1]["class_names"]
-    summary = select_and_encode.fn(*common, str(tmp_path / "sel"), SelectionConfig(keep=0.1), task="tiny",
+    summary = select_and_encode.fn(*common, str(tmp_path / "sel"), SelectionConfig("energy", keep=0.1), task="tiny",
                                    version="v3")
     decoded = pool.decode_for_pool(storage.read_bytes(summary["payload"]), published["ref"])
     assert (decoded.class_names, decoded.task, decoded.version) == (tuple(names), "tiny", "v3")
     assert decoded.k == summary["n_kept"] and decoded.format_version == 2
-    cfg = dataclasses.replace(SelectionConfig(), selector="random", keep=summary["n_kept"], safety_net=False)
+    cfg = dataclasses.replace(SelectionConfig("energy"), selector="random", keep=summary["n_kept"], safety_net=False)
     baseline = select_and_encode.fn(*common, str(tmp_path / "random"), cfg)  # the flows' call: no task, version
     header = read_header(storage.read_bytes(baseline["payload"]))
     assert (header["class_names"], header["task"], header["version"]) == (tuple(names), None, None)
@@ -117,21 +118,23 @@ def test_the_payload_names_the_teachers_classes_and_the_release(published, tmp_p
 @pytest.mark.parametrize("codec", ["paper-zstd19", "context-rc", "context-rc2", "layout-rc", "auto"])
 def test_budget_mode_keeps_the_largest_selection_that_fits(published, tmp_path, codec):
     common = (published["scores"], published["ref"], published["teacher"])
-    small = select_and_encode.fn(*common, str(tmp_path / "s"), SelectionConfig(), codec=codec, max_payload_bytes=120)
-    large = select_and_encode.fn(*common, str(tmp_path / "l"), SelectionConfig(), codec=codec, max_payload_bytes=160)
+    energy = SelectionConfig("energy")
+    small = select_and_encode.fn(*common, str(tmp_path / "s"), energy, codec=codec, max_payload_bytes=120)
+    large = select_and_encode.fn(*common, str(tmp_path / "l"), energy, codec=codec, max_payload_bytes=160)
     assert small["payload_bytes"] <= 120 and large["payload_bytes"] <= 160
     assert 0 < small["n_kept"] < large["n_kept"] <= 300
     assert small["keep_reached"] == small["n_kept"] / 300
     one_more = select_and_encode.fn(*common, str(tmp_path / "m"),
-                                    SelectionConfig(keep=small["n_kept"] + 1), codec=codec)
+                                    SelectionConfig("energy", keep=small["n_kept"] + 1), codec=codec)
     assert one_more["payload_bytes"] > 120 or one_more["n_kept"] == 300
 
 
 def test_auto_codec_keeps_the_smallest_payload_and_the_client_decodes_it(published, tiny_npz, tmp_path):
     common = (published["scores"], published["ref"], published["teacher"])
-    sizes = {codec: select_and_encode.fn(*common, str(tmp_path / codec), SelectionConfig(keep=0.2), codec=codec)
+    energy = SelectionConfig("energy", keep=0.2)
+    sizes = {codec: select_and_encode.fn(*common, str(tmp_path / codec), energy, codec=codec)
              for codec in ("paper-zstd19", "context-rc", "context-rc2", "layout-rc")}
-    auto = select_and_encode.fn(*common, str(tmp_path / "auto"), SelectionConfig(keep=0.2), codec="auto")
+    auto = select_and_encode.fn(*common, str(tmp_path / "auto"), energy, codec="auto")
     best = min(sizes, key=lambda codec: sizes[codec]["payload_bytes"])
     assert (auto["codec"], auto["codec_requested"]) == (best, "auto")
     assert auto["payload_bytes"] == sizes[best]["payload_bytes"]
@@ -144,4 +147,4 @@ def test_auto_codec_keeps_the_smallest_payload_and_the_client_decodes_it(publish
 def test_unknown_codec_is_named(published, tmp_path):
     with pytest.raises(ValueError, match="unknown codec 'gzip'.*or 'auto'"):
         select_and_encode.fn(published["scores"], published["ref"], published["teacher"], str(tmp_path),
-                             SelectionConfig(keep=0.1), codec="gzip")
+                             SelectionConfig("energy", keep=0.1), codec="gzip")
