@@ -246,10 +246,10 @@ def _known_selector(name: str) -> str:
 class SelectionConfig:
     """How ``select`` picks images.
 
-    ``selector`` names a priority function in ``SELECTORS``, or is ``auto`` (the default everywhere a publisher
-    sets it): the measured choice, which the publish run resolves to a named selector before ``select`` runs
-    (``plada_core.proxy``); ``select`` itself refuses ``auto`` with that advice. ``keep`` is a fraction of the pool when a float
-    in (0, 1], an absolute count when an int >= 1 (see ``resolve_k``). ``safety_net`` turns on the per-class
+    ``selector`` names a priority function in ``SELECTORS``, or is ``auto`` (the default, for every entry point):
+    the measured choice, which the publish run resolves to a named selector before ``select`` runs
+    (``plada_core.proxy``); ``select`` itself refuses ``auto`` with that advice. ``keep`` is a fraction of the
+    pool when a float in (0, 1], an absolute count when an int >= 1 (see ``resolve_k``). ``safety_net`` turns on the per-class
     quota ``K_c ∝ N_c**alpha`` over the teacher's predicted classes (see ``safety_net_quotas``). ``seed``
     feeds ``np.random.default_rng`` for selectors that draw random numbers.
     """
