@@ -27,7 +27,7 @@ import typing
 from dataclasses import fields as dataclass_fields
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from flows.runners import TaskRunnerOptions
 from plada_core.config import StudentConfig, TeacherConfig
@@ -279,6 +279,22 @@ class StudentRequest(StudentRecipe, _Pool, _Out):
         if (self.payload is None) == (self.release is None):
             raise ValueError("give exactly one of --payload URL and --release URL")
         return self
+
+    def following(self, recipe: dict | None) -> tuple[StudentRequest, str]:
+        """This request with a release's ``student_recipe`` (model and input, ``flows.release.student_recipe``)
+        when it chose neither a student model nor an input of its own, and where the recipe came from:
+        ``"release"`` or ``"request"``. A release published before recipes were recorded has none."""
+        own_input = self.preprocess != model_input(self.student_model)
+        if not recipe or "student_model" in self.model_fields_set or own_input:
+            return self, "request"
+        values = {**self.model_dump(exclude_unset=True), "student_model": recipe.get("model"),
+                  "preprocess": recipe.get("preprocess")}  # fmt: skip
+        try:
+            return StudentRequest(**values), "release"
+        except ValidationError as exc:
+            raise ValueError(f"the release recommends the student {recipe!r}, which this installation cannot "
+                             f"train ({exc.errors()[0]['msg']}): pass --student-model (and its input) "
+                             "yourself") from None  # fmt: skip
 
 
 class RunRequest(PublishSettings, StudentRecipe, _Targets, _Out, _ShardSize):

@@ -110,13 +110,14 @@ def _export(out_url: str, fmt: str) -> str:
 @task(cache_policy=NO_CACHE)
 def resolve_release(release_url: str, reference_url: str, out: str) -> dict:
     """The current version of the task released at ``release_url`` (its folder or ``latest.json``): ``task``,
-    ``version``, ``payload_url``, ``out`` (``<out>/<task>/<version>``) and ``trained`` (its metrics.json exists
-    there). An untrained version's payload must have been built for the local pool, checked here before training.
+    ``version``, ``payload_url``, ``out`` (``<out>/<task>/<version>``), ``trained`` (its metrics.json exists
+    there) and ``student_recipe`` (the publisher's recommended student, or None). An untrained version's payload must have been built for the local pool, checked here before training.
     """
     current = releases.current_release(release_url)
     target = releases.client_version_url(out, current["task"], current["version"])
     plan = {"task": current["task"], "version": current["version"], "payload_url": current["payload_url"],
-            "latest_url": current["latest_url"], "out": target, "trained": storage.exists(layout.metrics_url(target))}
+            "latest_url": current["latest_url"], "out": target, "trained": storage.exists(layout.metrics_url(target)),
+            "student_recipe": current["record"].get("student_recipe")}
     if plan["trained"]:
         return plan
     name = f"release {current['task']}/{current['version']}"

@@ -13,7 +13,9 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 
 from flows.cli import main, parse
-from plada_core.io import pool, releases, storage
+from flows.params import StudentRequest
+from plada_core.images import PreprocessConfig
+from plada_core.io import checkpoints, pool, releases, storage
 from plada_core.io.sources import open_source
 from plada_core.payload import decode_payload, encode_payload
 
@@ -106,9 +108,9 @@ def test_payload_inspect_shows_class_names_task_and_version(client, capsys):
     assert (header["class_names"], header["task"], header["version"]) == (NAMES, "digits", "v1")
 
 
-def _release(root: str, version: str, data: bytes) -> None:
+def _release(root: str, version: str, data: bytes, **record) -> None:
     storage.write_bytes(storage.join(releases.version_url(root, "digits", version), "payload.plada"), data)
-    releases.write_release(root, "digits", version, {"payload_url": "elsewhere"})
+    releases.write_release(root, "digits", version, {"payload_url": "elsewhere", **record})
     releases.promote(root, "digits", version)
 
 
@@ -128,10 +130,31 @@ def test_release_trains_once_per_version(storage_root, tiny_npz, prefect_server,
     assert main(args) == 0
     again = capsys.readouterr()
     assert _last_json(again.out)["status"] == "skipped" and "nothing to do" in again.err
-    _release(root, "v2", _payload(ref_url, tiny_npz, 120, "v2"))
+    assert trained["student_recipe_from"] == "request"  # v1's record recommends no student
+    recipe = {"model": "plada_cnn", "preprocess": {"image_size": 8, "channels": 1, "crop": "content"}}
+    _release(root, "v2", _payload(ref_url, tiny_npz, 120, "v2"), student_recipe=recipe)
+    own_input = args.index("--image-size")
+    args = args[:own_input] + args[own_input + 2 :]  # no model and no input of its own: the release's recipe
     assert main([*args[:2], storage.join(folder, "latest.json"), *args[3:]]) == 0
     newer = _last_json(capsys.readouterr().out)
     assert (newer["status"], newer["version"], newer["metrics"]["n_train"]) == ("trained", "v2", 120)
+    assert newer["student_recipe_from"] == "release"
+    _, meta = checkpoints.load_checkpoint(storage.join(out, "digits", "v2", "student.pt"))
+    assert (meta["model"], meta["preprocess"]) == ("plada_cnn", recipe["preprocess"])
+
+
+def test_a_release_recipe_applies_only_to_a_request_that_chose_no_student():
+    recipe = {"model": "plada_effnet_lite0_ml", "preprocess": {"image_size": 64, "channels": 3, "crop": "none"}}
+    base = {"release": "r", "reference_url": "p", "out": "o"}
+    followed, source = StudentRequest(**base).following(recipe)
+    assert source == "release" and followed.student_model == recipe["model"]
+    assert followed.preprocess == PreprocessConfig(**recipe["preprocess"])
+    for own in ({"student_model": "plada_cnn"}, {"preprocess": {"image_size": 8}}):
+        request = StudentRequest(**base, **own)
+        assert request.following(recipe) == (request, "request")
+    assert StudentRequest(**base).following(None)[1] == "request"
+    with pytest.raises(ValueError, match="pass --student-model"):
+        StudentRequest(**base).following({"model": "plada_cnn", "preprocess": {"image_size": 0}})
 
 
 def test_bad_client_input_is_one_clear_error_or_a_counted_drop(client, tiny_npz, prefect_server, tmp_path, capsys):

@@ -6,6 +6,7 @@ import pytest
 
 from flows.params import PublishRequest, ReleaseRequest, RunRequest, StudentRecipe
 from flows.release import publish_task
+from plada_core.config import to_dict
 from plada_core.images import PreprocessConfig
 from plada_core.io import pool, releases
 from plada_core.io.sources import open_source
@@ -38,6 +39,8 @@ def test_release_then_idempotent_rerun(prefect_server, request_for):
     first = publish_task(req)
     latest = releases.read_latest(req.root_url, "tiny")
     assert latest["version"] == "v1" and latest["payload_url"] == first["payload_url"]
+    # the student a client without a preference trains: the one the predicted accuracy was measured with
+    assert latest["student_recipe"] == {"model": req.proxy_config().model, "preprocess": to_dict(req.preprocess)}
     release_file = releases.release_url(req.root_url, "tiny", "v1").removeprefix("file://")
     before = open(release_file).read()
     again = publish_task(req)
