@@ -111,7 +111,8 @@ def _export(out_url: str, fmt: str) -> str:
 def resolve_release(release_url: str, reference_url: str, out: str) -> dict:
     """The current version of the task released at ``release_url`` (its folder or ``latest.json``): ``task``,
     ``version``, ``payload_url``, ``out`` (``<out>/<task>/<version>``), ``trained`` (its metrics.json exists
-    there) and ``student_recipe`` (the publisher's recommended student, or None). An untrained version's payload must have been built for the local pool, checked here before training.
+    there) and ``student_recipe`` (the publisher's recommended student, or None). An untrained version's payload
+    must have been built for the local pool, checked here before training.
     """
     current = releases.current_release(release_url)
     target = releases.client_version_url(out, current["task"], current["version"])
