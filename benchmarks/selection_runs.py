@@ -19,7 +19,7 @@ from plada_core.auto_selection import candidate_grid, required_columns
 from plada_core.classifier import fit_classifier
 from plada_core.devices import model_device
 from plada_core.models import create_model
-from plada_core.payload import decode_payload
+from plada_core.payload import PAPER_CODEC, decode_payload
 from plada_core.proxy import AutoConfig, evaluate_candidates
 from plada_core.publishing import select_and_pack
 from plada_core.selection import AUTO_SELECTOR, SelectionConfig, energy_direction
@@ -27,7 +27,6 @@ from plada_core.training import TrainConfig, accuracy, features, train_head
 
 __all__ = ["PAPER_CODEC", "auto_choice", "collect_pair", "missing_columns", "run_one", "run_pair", "selection_config"]
 
-PAPER_CODEC = "paper-zstd19"
 
 
 def selection_config(selector: str, keep: float, seed: int) -> SelectionConfig:

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from flows.runners import TaskRunnerOptions
 from plada_core.config import StudentConfig, TeacherConfig
 from plada_core.images import PreprocessConfig
+from plada_core.io.pool import DEFAULT_SHARD_SIZE
 from plada_core.models import model_input
 from plada_core.payload import AUTO, CODECS, HEADER_SIZE
 from plada_core.proxy import AutoConfig
@@ -158,7 +159,9 @@ class _Out(_Request):
 
 
 class _ShardSize(_Request):
-    shard_size: int = Field(4096, ge=1, le=1_000_000, description="Images per webdataset shard of a new pool.")
+    shard_size: int = Field(
+        DEFAULT_SHARD_SIZE, ge=1, le=1_000_000, description="Images per webdataset shard of a new pool."
+    )
 
 
 class ReferenceRequest(_Out, _ShardSize):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from plada_core.images import PreprocessConfig
+from plada_core.training import TrainConfig
 
 __all__ = ["BENCH_PAIRS", "DEMO_PAIRS", "BenchPair"]
 
@@ -57,8 +58,8 @@ class BenchPair:
     preprocess: PreprocessConfig
     teacher_model: str = "plada_cnn"
     student_model: str = "plada_cnn"
-    teacher_epochs: int = 30
-    student_epochs: int = 30
+    teacher_epochs: int = TrainConfig.epochs
+    student_epochs: int = TrainConfig.epochs
     relevant: list[str] = field(default_factory=list)
     same_labels: bool = True
     prepare: str | None = None

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # re-exported so that callers importing them from here keep working; their home is plada_core.codecs
-from plada_core.codecs import AUTO, CODECS, Codec, CorruptBody, get_codec, names_section, uses_layout
+from plada_core.codecs import AUTO, CODECS, PAPER_CODEC, Codec, CorruptBody, get_codec, names_section, uses_layout
 from plada_core.payload_header import (
     FIELDS,
     HEADER_SIZE,
@@ -54,8 +54,8 @@ from plada_core.payload_header import (
     read_header,
 )
 
-__all__ = ["AUTO", "CODECS", "HEADER_SIZE", "Codec", "Payload", "PayloadError", "decode_payload", "encode_payload",
-           "get_codec", "needs_layout", "read_header", "uses_layout"]
+__all__ = ["AUTO", "CODECS", "HEADER_SIZE", "PAPER_CODEC", "Codec", "Payload", "PayloadError", "decode_payload",
+           "encode_payload", "get_codec", "needs_layout", "read_header", "uses_layout"]
 
 @dataclass(frozen=True, eq=False)  # eq=False: field-wise == on arrays is ambiguous; use np.array_equal
 class Payload:
@@ -135,7 +135,7 @@ def encode_payload(
     n_reference: int,
     n_classes: int,
     fingerprint: str,
-    codec: str = "paper-zstd19",
+    codec: str = PAPER_CODEC,
     layout=None,
     class_names=None,
     task: str | None = None,

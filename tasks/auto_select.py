@@ -27,7 +27,7 @@ from plada_core.io.arrays import read_npz
 from plada_core.io.scores import read_scores
 from plada_core.leakage import ImageHashes, check_pool
 from plada_core.models import create_model
-from plada_core.payload import uses_layout
+from plada_core.payload import PAPER_CODEC, uses_layout
 from plada_core.proxy import AutoConfig, evaluate_candidates, without_pool_images
 from plada_core.publishing import select_and_pack
 from plada_core.selection import AUTO_SELECTOR, SelectionConfig
@@ -113,7 +113,7 @@ def auto_select(
     auto: AutoConfig,
     proxy: TrainConfig,
     preprocess: PreprocessConfig,
-    codec: str = "paper-zstd19",
+    codec: str = PAPER_CODEC,
     max_payload_bytes: int | None = None,
     exclude: list[int] | None = None,
 ) -> dict:

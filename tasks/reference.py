@@ -11,7 +11,7 @@ from tasks.common import logger
 
 
 @task(cache_policy=NO_CACHE)
-def build_reference_pool(specs: list[str], out_url: str, shard_size: int = 4096) -> str:
+def build_reference_pool(specs: list[str], out_url: str, shard_size: int = pool.DEFAULT_SHARD_SIZE) -> str:
     """Shards + index + reference.json under ``out_url``; returns ``out_url``."""
     if pool.reference_exists(out_url):
         ref = pool.read_reference(out_url)

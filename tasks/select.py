@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from plada_core.io import checkpoints, pool, storage, tables
 from plada_core.io.scores import read_scores
-from plada_core.payload import uses_layout
+from plada_core.payload import PAPER_CODEC, uses_layout
 from plada_core.proxy import without_pool_images
 from plada_core.publishing import select_and_pack
 from plada_core.selection import SelectionConfig
@@ -37,7 +37,7 @@ def select_and_encode(
     out_url: str,
     cfg: SelectionConfig,
     max_drop_rate: float = 0.01,
-    codec: str = "paper-zstd19",
+    codec: str = PAPER_CODEC,
     max_payload_bytes: int | None = None,
     task: str | None = None,
     version: str | None = None,

@@ -26,12 +26,13 @@ from __future__ import annotations
 from plada_core.codecs import confusion_rc, context_rc, layout_rc, paper_zstd19
 from plada_core.codecs.base import Codec, CorruptBody
 
-__all__ = ["AUTO", "CODECS", "Codec", "CorruptBody", "codec_names", "get_codec", "uses_layout"]
+__all__ = ["AUTO", "CODECS", "PAPER_CODEC", "Codec", "CorruptBody", "codec_names", "get_codec", "uses_layout"]
 
 AUTO = "auto"  # the codec name for "every codec that can run, keep the smallest payload"
+PAPER_CODEC = "paper-zstd19"  # the paper's baseline: the default of the pure functions (entry points default to AUTO)
 
 CODECS: dict[str, Codec] = {
-    "paper-zstd19": Codec(codec_id=1, encode_body=paper_zstd19.encode_body, decode_body=paper_zstd19.decode_body),
+    PAPER_CODEC: Codec(codec_id=1, encode_body=paper_zstd19.encode_body, decode_body=paper_zstd19.decode_body),
     "context-rc": Codec(codec_id=2, encode_body=context_rc.encode_body, decode_body=context_rc.decode_body),
     # the name predates the module's; payloads, CLIs and saved settings spell it this way
     "context-rc2": Codec(codec_id=3, encode_body=confusion_rc.encode_body, decode_body=confusion_rc.decode_body),

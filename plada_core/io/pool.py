@@ -50,6 +50,10 @@ __all__ = [
     "shards_holding",
 ]
 
+# Images per webdataset shard of a new pool: a few MB of small images per object, enough shards for parallel
+# scoring workers on pools of tens of thousands. Every entry point's default (plada reference build, plada run).
+DEFAULT_SHARD_SIZE = 4096
+
 POOL_FORMAT = "plada-reference/1"
 
 
@@ -92,7 +96,9 @@ def _iter_all(sources) -> Iterator[tuple[object, str]]:
             yield sample, source.name
 
 
-def build_reference(sources: list, out_url: str, shard_size: int = 4096, progress: bool = True) -> dict:
+def build_reference(
+    sources: list, out_url: str, shard_size: int = DEFAULT_SHARD_SIZE, progress: bool = True
+) -> dict:
     """Write the pool from ``sources`` (see ``plada_core.io.sources``) in one streaming pass.
 
     Holds at most one shard of encoded images in memory. ``reference.json`` is written last, so its
