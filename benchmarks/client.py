@@ -53,13 +53,13 @@ def build_pool(spec: str, work: Path) -> str:
     return url
 
 
-def write_payload(pool_url: str, k: int, path: Path, seed: int = 0) -> str:
+def write_payload(reference_url: str, k: int, path: Path, seed: int = 0) -> str:
     """A random selection of ``k`` pool images, labelled with their source labels (class names included)."""
     from plada_core.io import pool
     from plada_core.payload import encode_payload
 
-    ref = pool.read_reference(pool_url)
-    index = pool.read_index(pool_url, columns=["index", "source_label"])
+    ref = pool.read_reference(reference_url)
+    index = pool.read_index(reference_url, columns=["index", "source_label"])
     chosen = np.sort(np.random.default_rng(seed).choice(ref["n"], size=k, replace=False))
     labels = index.set_index("index").loc[chosen, "source_label"].to_numpy(np.int64)
     n_classes = int(index["source_label"].max()) + 1
@@ -73,7 +73,7 @@ def write_payload(pool_url: str, k: int, path: Path, seed: int = 0) -> str:
 
 def _child_train(args: list[str]) -> None:
     """Runs in the measured process: the student task body, as ``plada train-student`` runs it."""
-    payload, pool_url, out, epochs, size, channels = args
+    payload, reference_url, out, epochs, size, channels = args
     from plada_core.config import StudentConfig
     from plada_core.images import PreprocessConfig
     from plada_core.training import TrainConfig
@@ -81,14 +81,14 @@ def _child_train(args: list[str]) -> None:
 
     cfg = StudentConfig(train=TrainConfig(epochs=int(epochs), device="cpu"),
                         preprocess=PreprocessConfig(image_size=int(size), channels=int(channels)))
-    metrics = train_student.fn(payload, pool_url, out, cfg)
+    metrics = train_student.fn(payload, reference_url, out, cfg)
     print(json.dumps({"n_train": metrics["n_train"]}))
 
 
-def peak_rss_mb(payload: str, pool_url: str, out: Path, s: dict) -> float:
+def peak_rss_mb(payload: str, reference_url: str, out: Path, s: dict) -> float:
     """Peak RSS (MiB) of one fresh process training the student on ``payload``."""
-    cmd = [sys.executable, "-m", "benchmarks.client", "--child-train", payload, pool_url, str(out), str(s["epochs"]),
-           str(s["rss_size"]), str(s["rss_channels"])]  # fmt: skip
+    cmd = [sys.executable, "-m", "benchmarks.client", "--child-train", payload, reference_url, str(out),
+           str(s["epochs"]), str(s["rss_size"]), str(s["rss_channels"])]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
     _, status, usage = os.wait4(proc.pid, 0)
     output = proc.stdout.read().decode()
@@ -135,7 +135,7 @@ def _epoch_in_memory(encoded: list[bytes], labels: np.ndarray, pre, model, opt, 
     return len(order), time.perf_counter() - start
 
 
-def throughput_ratio(payload_path: str, pool_url: str, s: dict, threads: int) -> dict:
+def throughput_ratio(payload_path: str, reference_url: str, s: dict, threads: int) -> dict:
     import torch
 
     from plada_core.images import PreprocessConfig
@@ -145,10 +145,10 @@ def throughput_ratio(payload_path: str, pool_url: str, s: dict, threads: int) ->
     from plada_core.training import configure_torch
 
     configure_torch(threads)
-    payload = pool.decode_for_pool(storage.read_bytes(payload_path), pool_url)
+    payload = pool.decode_for_pool(storage.read_bytes(payload_path), reference_url)
     pre = PreprocessConfig(image_size=s["size"], channels=s["channels"])
-    stream = PayloadStream(pool_url, payload, pre, seed=0)
-    found, _ = pool.load_images(pool_url, payload.indices, progress=False)
+    stream = PayloadStream(reference_url, payload, pre, seed=0)
+    found, _ = pool.load_images(reference_url, payload.indices, progress=False)
     encoded = [found[int(i)] for i in payload.indices]
     torch.manual_seed(0)
     model = create_model("plada_cnn", num_classes=payload.n_classes, in_chans=s["channels"])
@@ -171,16 +171,16 @@ def run(setting: str, work: Path, threads: int) -> dict:
     s = SETTINGS[setting]
     started = time.perf_counter()
     _log(f"building the {s['pool']} pool under {work}")
-    pool_url = build_pool(s["pool"], work)
-    small = write_payload(pool_url, s["k"], work / "k.plada")
-    large = write_payload(pool_url, 4 * s["k"], work / "4k.plada", seed=1)
+    reference_url = build_pool(s["pool"], work)
+    small = write_payload(reference_url, s["k"], work / "k.plada")
+    large = write_payload(reference_url, 4 * s["k"], work / "4k.plada", seed=1)
     rss = {}
     for name, payload in (("k", small), ("4k", large)):
         _log(f"student on {name} images in a fresh process")
-        rss[name] = round(peak_rss_mb(payload, pool_url, work / f"student-{name}-{time.time_ns()}", s), 1)
-    ratio_payload = write_payload(pool_url, s["ratio_n"], work / "ratio.plada", seed=2)
+        rss[name] = round(peak_rss_mb(payload, reference_url, work / f"student-{name}-{time.time_ns()}", s), 1)
+    ratio_payload = write_payload(reference_url, s["ratio_n"], work / "ratio.plada", seed=2)
     _log(f"throughput: streaming vs in memory, {s['rounds']} interleaved rounds, {threads} torch threads")
-    speed = throughput_ratio(ratio_payload, pool_url, s, threads)
+    speed = throughput_ratio(ratio_payload, reference_url, s, threads)
     per_image_mb = s["rss_channels"] * s["rss_size"] ** 2 * 4 / 2**20
     return {
         "rss_ratio_4k": round(rss["4k"] / rss["k"], 3),

@@ -56,9 +56,10 @@ def class_folders(class_names: Sequence[str]) -> list[str]:
     return out
 
 
-def export_payload(payload: Payload, pool_url: str, out_url: str, fmt: str, class_names: Sequence[str] | None = None,
-                   verify: bool = True, progress: bool = True) -> dict:  # fmt: skip
-    """Write the payload's images from the pool at ``pool_url`` under ``out_url`` as ``fmt`` (see module docstring)
+def export_payload(payload: Payload, reference_url: str, out_url: str, fmt: str,
+                   class_names: Sequence[str] | None = None, verify: bool = True,
+                   progress: bool = True) -> dict:  # fmt: skip
+    """Write the payload's images from the pool at ``reference_url`` under ``out_url`` as ``fmt`` (see module docstring)
     and return the summary: counts ``selected``, ``written``, ``missing`` (not in the pool's index) and
     ``unreadable`` (their shard did not yield them, or, with ``verify``, their bytes do not decode), read errors.
 
@@ -69,7 +70,7 @@ def export_payload(payload: Payload, pool_url: str, out_url: str, fmt: str, clas
     names = [str(i) for i in range(payload.n_classes)] if class_names is None else [str(n) for n in class_names]
     if len(names) != payload.n_classes:
         raise ValueError(f"the payload has {payload.n_classes} classes but {len(names)} class names were given")
-    out_url, pool_url = storage.to_url(out_url), storage.to_url(pool_url)
+    out_url, reference_url = storage.to_url(out_url), storage.to_url(reference_url)
     summary_url = storage.join(out_url, "export.json")
     if storage.exists(summary_url):
         summary = storage.read_json(summary_url)
@@ -77,8 +78,8 @@ def export_payload(payload: Payload, pool_url: str, out_url: str, fmt: str, clas
             raise FileExistsError(f"{out_url} already holds another export ({summary.get('format')}, "
                                   f"{summary.get('selected')} images): choose another output URL or delete it")
         return summary
-    fingerprint = read_reference(pool_url)["fingerprint"]
-    rows = read_index(pool_url, payload.indices, columns=["index", "shard", "key"]).sort_values("index")
+    fingerprint = read_reference(reference_url)["fingerprint"]
+    rows = read_index(reference_url, payload.indices, columns=["index", "shard", "key"]).sort_values("index")
     labels = dict(zip(np.asarray(payload.indices).tolist(), np.asarray(payload.labels).tolist()))
     groups = [(shard, part) for shard, part in rows.groupby("shard", sort=True)]
     units = [("images.parquet", groups)] if fmt == "parquet" else [(shard, [(shard, part)]) for shard, part in groups]
@@ -89,7 +90,7 @@ def export_payload(payload: Payload, pool_url: str, out_url: str, fmt: str, clas
             counts = storage.read_json(marker)
         else:
             selected = (s for shard, part in shards
-                        for s in _selected(pool_url, shard, part, labels, names, verify))  # fmt: skip
+                        for s in _selected(reference_url, shard, part, labels, names, verify))  # fmt: skip
             counts = _WRITERS[fmt](out_url, unit, selected, names, fingerprint)
             storage.write_json(marker, counts)
         for key in ("written", "unreadable"):
@@ -118,9 +119,9 @@ class _Counts(dict):
         self["errors"] += errors[: 20 - len(self["errors"])]
 
 
-def _selected(pool_url: str, shard: str, part, labels: dict, names: list[str], verify: bool) -> Iterator[dict]:
+def _selected(reference_url: str, shard: str, part, labels: dict, names: list[str], verify: bool) -> Iterator[dict]:
     """The shard's selected samples as dicts, then (last) a ``_Counts`` of what it lost."""
-    url = storage.join(pool_url, shard)
+    url = storage.join(reference_url, shard)
     keys = dict(zip(part["index"].tolist(), part["key"].tolist()))
     stats, lost = ReadStats(), _Counts()
     for index, data in iter_shard(url, stats):

@@ -35,19 +35,19 @@ __all__ = ["Batch", "DropCounts", "PayloadStream", "StreamLoader"]
 
 
 class PayloadStream(ShardStream):
-    """The payload's images from the pool at ``pool_url``, decoded and preprocessed (see the module docstring).
+    """The payload's images from the pool at ``reference_url``, decoded and preprocessed (see the module docstring).
 
     Reads ``reference.json`` and the payload's rows of ``index.parquet`` here; shards are read while iterating.
     """
 
-    def __init__(self, pool_url: str, payload: Payload, preprocess_cfg: PreprocessConfig, *, seed: int = 0,
+    def __init__(self, reference_url: str, payload: Payload, preprocess_cfg: PreprocessConfig, *, seed: int = 0,
                  shuffle_buffer: int = 1024) -> None:  # fmt: skip
-        self.pool_url = storage.to_url(pool_url)
-        self.fingerprint = read_reference(self.pool_url)["fingerprint"]
+        self.reference_url = storage.to_url(reference_url)
+        self.fingerprint = read_reference(self.reference_url)["fingerprint"]
         self.preprocess = preprocess_cfg
         order = np.argsort(payload.indices, kind="stable")  # a Payload's are sorted; one built by hand may not be
         wanted = np.asarray(payload.indices, dtype=np.int64)[order]
-        rows = read_index(self.pool_url, wanted, columns=["index", "shard"]).sort_values("index")
+        rows = read_index(self.reference_url, wanted, columns=["index", "shard"]).sort_values("index")
         listed = np.isin(wanted, rows["index"].to_numpy())
         # Shards hold contiguous index ranges, so grouping the sorted rows by shard keeps the indices sorted.
         self._indices = rows["index"].to_numpy(np.int64)
@@ -73,7 +73,7 @@ class PayloadStream(ShardStream):
         return self._indices[lo : lo + self.sizes[s]], self._labels[lo : lo + self.sizes[s]]
 
     def shard_url(self, shard: str) -> str:
-        return storage.join(self.pool_url, shard)
+        return storage.join(self.reference_url, shard)
 
     def _read_shard(self, s: int, drops: DropCounts) -> Iterator[tuple[bytes, int, int]]:
         url = self.shard_url(self.shards[s])
