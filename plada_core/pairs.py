@@ -24,8 +24,6 @@ DEMO_PAIRS = {
         "preprocess": PreprocessConfig(image_size=8, channels=1, crop="content"),
         "teacher_model": "plada_cnn",
         "student_model": "plada_cnn",
-        "teacher_epochs": 30,
-        "student_epochs": 30,
         "keep": 0.1,
     },
     # CIFAR-10 target, Tiny-ImageNet pool: the paper's ImageNet setting in miniature. No preprocess: the
@@ -37,8 +35,6 @@ DEMO_PAIRS = {
         "optional_references": [],
         "teacher_model": "plada_effnet_lite0_ml",
         "student_model": "plada_effnet_lite0_ml",
-        "teacher_epochs": 30,
-        "student_epochs": 30,
         "keep": 0.1,
     },
 }
