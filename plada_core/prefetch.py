@@ -2,8 +2,8 @@
 GIL-bound) overlap with model work in torch kernels (which release the GIL).
 
 Used by scoring (the next batches are read and decoded while the model runs on this one) and by the client's
-shard streams without DataLoader workers (``StreamLoader(num_workers=0)``), where the training step would
-otherwise wait for every tar read and image decode.
+shard streams without DataLoader workers (``StreamLoader(prefetch_batches=...)``), both on by default only for a
+CUDA model: on a CPU torch's threads already use every core, and the thread then slows the step it feeds.
 """
 
 from __future__ import annotations

@@ -206,7 +206,7 @@ class ShardStream(IterableDataset):
                 yield sample[0], sample[1]
 
     def loader(self, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
-               prefetch_batches: int = 2) -> StreamLoader:  # fmt: skip
+               prefetch_batches: int = 0) -> StreamLoader:  # fmt: skip
         return StreamLoader(self, batch_size, num_workers, pin_memory, prefetch_batches)
 
     def _read_shard(self, s: int, drops: DropCounts) -> Iterator[object]:
@@ -251,9 +251,11 @@ def _worker_context() -> multiprocessing.context.BaseContext:
 
 class StreamLoader:
     """One epoch of a ``ShardStream`` per iteration, in ``Batch``es of exactly ``batch_size`` (the last one of the
-    epoch may be smaller), decoded in ``num_workers`` DataLoader workers (0: in this process, by a background
-    thread ``prefetch_batches`` batches ahead of the consumer, so that shard reading and decoding overlap the
-    training step's torch kernels; ``prefetch_batches=0``: inline, on the consumer's thread).
+    epoch may be smaller), decoded in ``num_workers`` DataLoader workers (0: in this process). Without workers,
+    ``prefetch_batches > 0`` reads and decodes in a background thread that many batches ahead, so that the work
+    overlaps a GPU's training step; on a CPU whose cores torch already uses it is slower (measured in
+    ``benchmarks/client.py``: 0.68 of the in-memory ceiling with the thread against 0.80 inline on 2 cores), so
+    the default is 0, inline on the consumer's thread, and ``stream_training`` turns it on for CUDA models.
 
     After an epoch, ``drops`` holds its ``DropCounts`` (workers' reports and ``missing_from_index`` added up) and
     ``done`` the shards it finished. ``chunks()`` yields the workers' batches as they come instead, empty ones and
@@ -262,7 +264,7 @@ class StreamLoader:
     """
 
     def __init__(self, stream: ShardStream, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
-                 prefetch_batches: int = 2) -> None:  # fmt: skip
+                 prefetch_batches: int = 0) -> None:  # fmt: skip
         if batch_size < 1 or num_workers < 0 or prefetch_batches < 0:
             raise ValueError(f"need batch_size >= 1, num_workers >= 0 and prefetch_batches >= 0, got {batch_size!r}, "
                              f"{num_workers!r} and {prefetch_batches!r}")  # fmt: skip

@@ -140,8 +140,8 @@ def test_the_background_reader_yields_what_the_inline_reader_yields(digits_pool,
     monkeypatch.setattr(shard_stream, "prefetch", spy)
     for epoch in (0, 1):
         stream.set_epoch(epoch)
-        ahead = [(b.index.tolist(), b.y.tolist(), b.x) for b in stream.loader(16)]
-        inline = [(b.index.tolist(), b.y.tolist(), b.x) for b in stream.loader(16, prefetch_batches=0)]
+        ahead = [(b.index.tolist(), b.y.tolist(), b.x) for b in stream.loader(16, prefetch_batches=2)]
+        inline = [(b.index.tolist(), b.y.tolist(), b.x) for b in stream.loader(16)]
         assert [a[:2] for a in ahead] == [b[:2] for b in inline]
         assert all(torch.equal(a[2], b[2]) for a, b in zip(ahead, inline))
     assert threads == [2, 2]  # the inline loaders started no thread
