@@ -190,6 +190,16 @@ class PublishSettings(Shared, TeacherTraining, TeacherSource, Scoring, Selection
             return int(keep)
         return keep
 
+    @model_validator(mode="after")
+    def _selector_has_its_column(self) -> PublishSettings:
+        """The two selectors whose score columns are optional ask for them, before any work is done."""
+        if self.selector == "density_ratio" and not self.density_ratio:
+            raise ValueError("--selector density_ratio reads the density_ratio column: add --density-ratio")
+        if self.selector == "reliable" and self.label_stability == "off":
+            raise ValueError("--selector reliable reads the label_stable column: add --label-stability shifts (or "
+                             "flip+shifts for mirror-symmetric classes such as natural photos)")  # fmt: skip
+        return self
+
     def teacher_config(self) -> TeacherConfig:
         train = TrainConfig(**self._values(TrainConfig, "teacher_"), seed=self.seed, device=self.device)
         return TeacherConfig(train=train, preprocess=self.preprocess, **self._values(TeacherConfig, "teacher_"))

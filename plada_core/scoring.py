@@ -178,7 +178,7 @@ def score_stream(
     ``density_ratio`` column from the unit embeddings, ``cfg.label_stability`` the ``label_stable`` column."""
     if cfg.density_ratio and ratio is None:
         raise ValueError("density_ratio is on but no DensityRatio was given: fit one on a pool sample first "
-                         "(fit_density_ratio over pool_sample_features)")  # fmt: skip
+                         "(fit_pool_density_ratio)")  # fmt: skip
     flip = LABEL_VIEWS[cfg.label_stability]
     device = cfg.torch_device()
     if model_device(model) != device:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from pydantic import ValidationError
+
 from flows.params import RunRequest
 from flows.run import plada_run
 from plada_core.images import PreprocessConfig
@@ -77,6 +80,15 @@ def test_the_pruning_columns_put_their_selectors_into_auto(prefect_server, tiny_
     measured = {row["candidate"].split(" ")[0].split("+")[0] for row in auto["candidates"]}
     assert {"density_ratio", "reliable"} <= measured and auto["selectors_left_out"] == {}
     assert (tmp_path / "run" / "publish" / "density_ratio.npz").exists()
+
+
+def test_a_selector_without_its_optional_column_is_refused_before_any_work(tmp_path):
+    base = dict(references=["npz:x"], target_train="npz:t", target_test="npz:t", out=str(tmp_path))
+    with pytest.raises(ValidationError, match="--selector density_ratio reads the density_ratio column: add"):
+        RunRequest(**base, selector="density_ratio")
+    with pytest.raises(ValidationError, match="add --label-stability shifts"):
+        RunRequest(**base, selector="reliable")
+    assert RunRequest(**base, selector="reliable", label_stability="shifts").scoring_config().label_stability == "shifts"
 
 
 def test_rerun_resumes_and_reproduces(prefect_server, tiny_npz, tmp_path):
