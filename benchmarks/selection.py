@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=int(os.environ.get("PLADA_TORCH_THREADS", os.cpu_count() or 1)))
     p.add_argument("--quick", action="store_true", help="tiny pair, 4 selectors, 2 keeps, 1 seed (CI, < 2 min)")
     p.add_argument("--collect", action="store_true", help="only gather the finished runs under --work into --out")
+    p.add_argument("--pruning-columns", action="store_true",
+                   help="also score density_ratio and label_stable (for the density_ratio and reliable selectors); "
+                        "runs kept apart under <pair>/runs-pruning")  # fmt: skip
     args = p.parse_args(argv)
     if args.quick:
         args.pairs, args.selectors, args.keeps, args.seeds = ["tiny"], ["random", "energy", "knn", "auto"], [0.05, 0.2], [0]
@@ -77,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, infos = [], {}
     for name in args.pairs:
         if args.collect:
-            pair_rows, infos[name] = collect_pair(name, args.work)
+            pair_rows, infos[name] = collect_pair(name, args.work, args.pruning_columns)
         else:
-            pair_rows, infos[name] = run_pair(name, args.selectors, args.keeps, args.seeds, args.work)
+            pair_rows, infos[name] = run_pair(name, args.selectors, args.keeps, args.seeds, args.work,
+                                              pruning=args.pruning_columns)  # fmt: skip
         rows += pair_rows
     df = pd.DataFrame(rows)
     write_outputs(df, infos, args.out)

@@ -104,17 +104,18 @@ class Prepared:
         return self.teacher["test_acc"]
 
 
-def prepare_pair(name: str, work: Path, shard_size: int = 8192) -> Prepared:
+def prepare_pair(name: str, work: Path, shard_size: int = 8192, pruning: bool = False) -> Prepared:
     """Pool, teacher (+ target bank) and scores of ``name``, made (or reused) by the project's task bodies.
 
     As a publisher running ``--selector auto`` does, the teacher holds out a stratified validation split of the
     target train split (``AutoConfig``'s defaults) that neither it, its target bank nor any selector sees; every
     row of the pair uses that one teacher, and the ``auto`` rows measure their candidates on that split. When the
     student is the teacher's frozen backbone at the teacher's input, the scoring pass stores the pool's features
-    and the students train on them (no second pass of the backbone over the pool)."""
+    and the students train on them (no second pass of the backbone over the pool). ``pruning`` also scores the
+    ``density_ratio`` and ``label_stable`` columns (the pair's ``label_views``), into ``<pair>/pruning``."""
     from tasks.common import load_split
     from tasks.reference import build_reference_pool
-    from tasks.score import score_shard
+    from tasks.score import fit_density_ratio, score_shard
     from tasks.teacher import train_teacher
 
     pair_work = work / name
@@ -134,8 +135,12 @@ def prepare_pair(name: str, work: Path, shard_size: int = 8192) -> Prepared:
     backbone = frozen_student(pair, int(meta["num_classes"]))
     shared = backbone is not None and pair.student_model == pair.teacher_model and pair.student_input == pair.preprocess
     shards = pool.list_shards(ref_url)
-    urls = [score_shard.fn(s["url"], s["n"], teacher_url, str(pair_work), ScoringConfig(), features=shared)
-            for s in shards]  # fmt: skip
+    scored, scoring = str(pair_work), ScoringConfig()
+    if pruning:
+        scored = str(pair_work / "pruning")
+        scoring = ScoringConfig(density_ratio=True, label_stability=pair.label_views)
+        fit_density_ratio.fn([s["url"] for s in shards], ref["n"], teacher_url, scored, scoring)
+    urls = [score_shard.fn(s["url"], s["n"], teacher_url, scored, scoring, features=shared) for s in shards]
     scores = pd.concat([tables.read_frame(u) for u in urls], ignore_index=True).sort_values("index", ignore_index=True)
     index = pool.read_index(ref_url)
     x_test, y_test, _ = load_split(pair.target_test, pair.student_input)
@@ -146,7 +151,7 @@ def prepare_pair(name: str, work: Path, shard_size: int = 8192) -> Prepared:
     if backbone is None:
         x_pool = _pool_tensor(ref_url, index, pair.student_input, pair_work / "pool-x.pt")
     elif shared:
-        x_pool = _stored_features(str(pair_work), [s["url"] for s in shards], len(index))
+        x_pool = _stored_features(scored, [s["url"] for s in shards], len(index))
         x_test, x_val = features(backbone, x_test), features(backbone, x_val)
     else:
         x_pool = _pool_features(ref_url, index, pair.student_input, backbone, pair_work / "pool-features.pt")
@@ -221,4 +226,7 @@ def relevance_auroc(prep: Prepared) -> dict[str, float]:
     if "knn_sim" in prep.scores:
         out["knn_sim"] = roc_auc_score(relevant, prep.scores["knn_sim"])
         out["knn_sim + knn_agree"] = roc_auc_score(relevant, prep.scores["knn_sim"] + prep.scores["knn_agree"])
+    for column in ("density_ratio", "label_stable"):
+        if column in prep.scores:
+            out[column] = roc_auc_score(relevant, prep.scores[column])
     return {k: round(float(v), 4) for k, v in out.items()}

@@ -148,27 +148,36 @@ def full_data_accuracy(prep: Prepared, cache: Path) -> float:
     return acc
 
 
-def collect_pair(name: str, work: Path) -> tuple[list[dict], dict]:
+def _mode(pruning: bool) -> str:
+    """Suffix of the run folder and info file: runs with the pruning columns (whose ``auto`` rows measure more
+    candidates) are kept apart from the default scoring's."""
+    return "-pruning" if pruning else ""
+
+
+def collect_pair(name: str, work: Path, pruning: bool = False) -> tuple[list[dict], dict]:
     """The finished runs of ``name`` under ``work`` (whatever an interrupted benchmark left), without running."""
-    info_path = work / name / "info.json"
+    info_path = work / name / f"info{_mode(pruning)}.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    rows = [json.loads(p.read_text()) for p in sorted((work / name / "runs").glob("*.json"))]
+    rows = [json.loads(p.read_text()) for p in sorted((work / name / f"runs{_mode(pruning)}").glob("*.json"))]
     return rows, info
 
 
-def run_pair(name: str, selectors, keeps, seeds, work: Path, log=print) -> tuple[list[dict], dict]:
-    """Every (seed, keep, selector) run of pair ``name`` not finished yet under ``work``, and the pair's info."""
+def run_pair(name: str, selectors, keeps, seeds, work: Path, log=print, pruning: bool = False
+             ) -> tuple[list[dict], dict]:  # fmt: skip
+    """Every (seed, keep, selector) run of pair ``name`` not finished yet under ``work``, and the pair's info
+    (``pruning``: with the ``density_ratio`` and ``label_stable`` columns scored, runs kept apart)."""
     t0 = time.perf_counter()
-    prep = prepare_pair(name, work)
+    prep = prepare_pair(name, work, pruning=pruning)
     info = {"prepare_s": round(time.perf_counter() - t0, 1), "teacher_acc": prep.teacher_acc,
             "n_pool": len(prep.index), "auroc": relevance_auroc(prep)}  # fmt: skip
     log(f"[{name}] prepared in {info['prepare_s']} s: pool {info['n_pool']}, teacher {prep.teacher_acc:.4f}, "
         f"AUROC {info['auroc']}")  # fmt: skip
     info["full_data_acc"] = full_data_accuracy(prep, work / name / "full-data.json")
     log(f"[{name}] student recipe on the full target train split (true labels): {info['full_data_acc']:.4f}")
-    rows, done_dir, trained = [], work / name / "runs", {}
+    rows, done_dir, trained = [], work / name / f"runs{_mode(pruning)}", {}
     done_dir.mkdir(parents=True, exist_ok=True)
-    (work / name / "info.json").write_text(json.dumps(info))
+    info_path = work / name / f"info{_mode(pruning)}.json"
+    info_path.write_text(json.dumps(info))
     for seed in seeds:
         for keep in keeps:
             for selector in selectors:
@@ -185,5 +194,5 @@ def run_pair(name: str, selectors, keeps, seeds, work: Path, log=print) -> tuple
                         f"rel {row['relevant_frac']} ({row['wall_s']} s)")  # fmt: skip
                 rows.append(row)
     info["wall_s"] = round(time.perf_counter() - t0, 1)
-    (work / name / "info.json").write_text(json.dumps(info))
+    info_path.write_text(json.dumps(info))
     return rows, info

@@ -256,7 +256,7 @@ def _cmd_payload_inspect(args) -> dict:
     from plada_core.payload import read_header
 
     data = storage.read_bytes(args.payload)
-    named = ("class_names", "task", "version")  # shown when the payload carries them (format 2)
+    named = ("class_names", "task", "version", "student_recipe")  # shown when the payload carries them (2, 3)
     header = {k: v for k, v in read_header(data).items() if v is not None or k not in named}
     result = {**header, "payload_bytes": len(data), "bits_per_image": round(8 * len(data) / max(header["k"], 1), 3)}
     if args.reference_url is not None:

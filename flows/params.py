@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from flows.runners import TaskRunnerOptions
-from plada_core.config import StudentConfig, TeacherConfig
+from plada_core.config import StudentConfig, TeacherConfig, to_dict
 from plada_core.images import PreprocessConfig
 from plada_core.io.pool import DEFAULT_SHARD_SIZE
 from plada_core.models import model_input
@@ -190,6 +190,16 @@ class PublishSettings(Shared, TeacherTraining, TeacherSource, Scoring, Selection
             return int(keep)
         return keep
 
+    @model_validator(mode="after")
+    def _selector_has_its_column(self) -> PublishSettings:
+        """The two selectors whose score columns are optional ask for them, before any work is done."""
+        if self.selector == "density_ratio" and not self.density_ratio:
+            raise ValueError("--selector density_ratio reads the density_ratio column: add --density-ratio")
+        if self.selector == "reliable" and self.label_stability == "off":
+            raise ValueError("--selector reliable reads the label_stable column: add --label-stability shifts (or "
+                             "flip+shifts for mirror-symmetric classes such as natural photos)")  # fmt: skip
+        return self
+
     def teacher_config(self) -> TeacherConfig:
         train = TrainConfig(**self._values(TrainConfig, "teacher_"), seed=self.seed, device=self.device)
         return TeacherConfig(train=train, preprocess=self.preprocess, **self._values(TeacherConfig, "teacher_"))
@@ -207,6 +217,12 @@ class PublishSettings(Shared, TeacherTraining, TeacherSource, Scoring, Selection
         """The proxy students' recipe: the teacher's, with ``proxy_model`` when given (epochs: ``proxy_epochs``)."""
         train = self.teacher_config().train
         return train if self.proxy_model is None else dataclasses.replace(train, model=self.proxy_model)
+
+    def student_recipe(self) -> dict:
+        """The student a client should train when it has no preference: the model and input the proxy students
+        were trained with, so the predicted accuracy is about that recipe. The payload (format 3) and the
+        release record carry it."""
+        return {"model": self.proxy_config().model, "preprocess": to_dict(self.preprocess)}
 
 
 class PublishRequest(PublishSettings, _Pool, _Targets, _Out):
@@ -283,19 +299,20 @@ class StudentRequest(StudentRecipe, _Pool, _Out):
             raise ValueError("give exactly one of --payload URL and --release URL")
         return self
 
-    def following(self, recipe: dict | None) -> tuple[StudentRequest, str]:
-        """This request with a release's ``student_recipe`` (model and input, ``flows.release.student_recipe``)
-        when it chose neither a student model nor an input of its own, and where the recipe came from:
-        ``"release"`` or ``"request"``. A release published before recipes were recorded has none."""
+    def following(self, recipe: dict | None, source: str = "release") -> tuple[StudentRequest, str]:
+        """This request with the publisher's ``student_recipe`` (model and input, ``PublishSettings.student_recipe``;
+        from ``source``: the release record or the payload) when it chose neither a student model nor an input of
+        its own, and where the student came from: ``source`` or ``"request"``. Releases and payloads made before
+        recipes travelled have none."""
         own_input = self.preprocess != model_input(self.student_model)
         if not recipe or "student_model" in self.model_fields_set or own_input:
             return self, "request"
         values = {**self.model_dump(exclude_unset=True), "student_model": recipe.get("model"),
                   "preprocess": recipe.get("preprocess")}  # fmt: skip
         try:
-            return StudentRequest(**values), "release"
+            return StudentRequest(**values), source
         except ValidationError as exc:
-            raise ValueError(f"the release recommends the student {recipe!r}, which this installation cannot "
+            raise ValueError(f"the {source} recommends the student {recipe!r}, which this installation cannot "
                              f"train ({exc.errors()[0]['msg']}): pass --student-model (and its input) "
                              "yourself") from None  # fmt: skip
 

@@ -23,7 +23,7 @@ from flows.runners import TaskRunnerOptions
 from plada_core.io.storage import join
 from plada_core.selection import AUTO_SELECTOR
 from tasks.auto_select import auto_select, check_leakage, is_frozen_backbone, winner_config
-from tasks.score import score_shard
+from tasks.score import fit_density_ratio, score_shard
 from tasks.select import select_and_encode
 from tasks.shards import plan_shards
 from tasks.teacher import train_teacher
@@ -62,6 +62,9 @@ def publish(request: PublishRequest, teacher_out: str | None = None, scores_out:
     teacher_s = time.perf_counter() - start
     shards = plan_shards(request.reference_url)
     scoring = request.scoring_config()
+    if scoring.density_ratio:  # the column's classifier, fit on a pool sample before any shard is scored
+        fit_density_ratio([s["url"] for s in shards], sum(s["n"] for s in shards), teacher_url,
+                          scores_out or request.out, scoring)  # fmt: skip
     futures = score_shard.map(
         [s["url"] for s in shards],
         [s["n"] for s in shards],
@@ -86,6 +89,7 @@ def publish(request: PublishRequest, teacher_out: str | None = None, scores_out:
         scoring.max_drop_rate, request.codec, request.max_payload_bytes,
         task=request.payload_task, version=request.payload_version, exclude=excluded,
         extra={"auto_selection": choice, "leakage": _leakage_record(leakage, excluded)},
+        student_recipe=request.student_recipe(),
     )  # fmt: skip
     wall_s = {
         "teacher": teacher_s,
@@ -111,5 +115,5 @@ def random_baseline(request: PublishRequest, published: dict, out_url: str) -> d
     return select_and_encode(
         published["score_urls"], request.reference_url, published["teacher_url"], out_url, cfg,
         request.max_drop_rate, request.codec, task=request.payload_task, version=request.payload_version,
-        exclude=published.get("excluded", []),
+        exclude=published.get("excluded", []), student_recipe=request.student_recipe(),
     )  # fmt: skip

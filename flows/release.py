@@ -70,14 +70,8 @@ def _publish(request: ReleaseRequest, version: str, inputs: dict, package: str, 
         "teacher_url": published["teacher_url"],
         "scores_url": work["scores_out"],
         "report": report,
-        "student_recipe": student_recipe(publishing),
+        "student_recipe": publishing.student_recipe(),
     }
-
-
-def student_recipe(publishing: PublishRequest) -> dict:
-    """The student a client of this release should train when it has no preference: the model and input the
-    publisher's proxy students were trained with, so the release's predicted accuracy is about that recipe."""
-    return {"model": publishing.proxy_config().model, "preprocess": to_dict(publishing.preprocess)}
 
 
 @flow(name="publish-task", task_runner=ThreadPoolTaskRunner(max_workers=2))

@@ -33,6 +33,7 @@ __all__ = [
     "candidate_grid",
     "choose",
     "required_columns",
+    "unusable_selectors",
     "standard_error",
     "wilson_interval",
 ]
@@ -74,6 +75,14 @@ def required_columns(selector: str) -> frozenset[str]:
     probe = _ColumnProbe()
     get_selector(selector)(probe, np.random.default_rng(0))
     return frozenset(probe.read)
+
+
+def unusable_selectors(available_columns: Iterable[str], skip: Sequence[str] = REDUNDANT_SELECTORS) -> dict[str, list]:
+    """Registered selectors ``candidate_grid`` leaves out for want of score columns: name → the missing columns
+    (e.g. ``density_ratio`` and ``reliable`` unless the scoring pass added their columns), so a report can say so."""
+    columns = set(available_columns)
+    return {s: sorted(required_columns(s) - columns) for s in SELECTORS
+            if s not in skip and not required_columns(s) <= columns}  # fmt: skip
 
 
 @dataclass(frozen=True)

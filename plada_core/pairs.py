@@ -45,7 +45,8 @@ class BenchPair:
     """One (target, pool) setting of the selection benchmark. ``relevant`` names the pool sources that are truly
     relevant (for diagnostics only); ``same_labels`` says their source labels are the target's classes
     (pseudo-label accuracy). ``student_preprocess``: the student's input when it differs from the teacher's
-    (``preprocess``). Sources may contain ``{work}``, the pair's work folder, where ``prepare`` (the name of a
+    (``preprocess``). ``label_views``: the views of the ``label_stable`` column (``ScoringConfig.label_stability``;
+the flip only where the classes are mirror-symmetric, as natural photos). Sources may contain ``{work}``, the pair's work folder, where ``prepare`` (the name of a
     benchmark function) writes the npz sources the registry does not name directly."""
 
     target_train: str
@@ -60,6 +61,7 @@ class BenchPair:
     same_labels: bool = True
     prepare: str | None = None
     student_preprocess: PreprocessConfig | None = None
+    label_views: str = "shifts"
 
     @property
     def student_input(self) -> PreprocessConfig:
@@ -79,15 +81,17 @@ BENCH_PAIRS = {
     "C": BenchPair(
         "cifar10:train", "cifar10:test", ["tiny-imagenet"], PreprocessConfig(image_size=32, channels=3, crop="none"),
         teacher_model="plada_effnet_lite0_ml", student_model="plada_effnet_lite0_ml", same_labels=False,
+        label_views="flip+shifts",
     ),
     "C64": BenchPair(
         "cifar10:train", "cifar10:test", ["tiny-imagenet"], PreprocessConfig(image_size=64, channels=3, crop="none"),
         teacher_model="plada_effnet_lite0_ml", student_model="plada_effnet_lite0_ml", same_labels=False,
+        label_views="flip+shifts",
     ),
     "C-cnn": BenchPair(
         "cifar10:train", "cifar10:test", ["tiny-imagenet"], PreprocessConfig(image_size=32, channels=3, crop="none"),
         teacher_model="plada_cnn_wide", teacher_epochs=20, student_model="plada_effnet_lite0", same_labels=False,
-        student_preprocess=PreprocessConfig(image_size=64, channels=3, crop="none"),
+        student_preprocess=PreprocessConfig(image_size=64, channels=3, crop="none"), label_views="flip+shifts",
     ),
     "tiny": BenchPair(
         "sklearn-digits:train", "sklearn-digits:test", ["npz:{work}/tiny-digits.npz", "npz:{work}/tiny-animals.npz"],

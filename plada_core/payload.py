@@ -5,12 +5,12 @@ decoded from untrusted bytes, so every way the bytes can be wrong (truncated, fl
 another pool, a decompression bomb) ends in a :class:`PayloadError` whose message says what is wrong and
 what to do, never in an ``IndexError`` or a ``ZstdError`` and never in unbounded memory.
 
-Container format (all integers little endian; a 72-byte header, in version 2 the class-names section, then
+Container format (all integers little endian; a 72-byte header, in versions 2 and 3 the class-names section, then
 the body; ``docs/payload-format.md`` is the full reference)::
 
     offset size  field
      0      6    magic            b"PLADA\\x00"
-     6      1    format version   u8: 1 (no names) or 2 (with the class-names section)
+     6      1    format version   u8: 1 (no names), 2 (with the class-names section) or 3 (names + recipe)
      7      1    codec id         u8, see plada_core.codecs.CODECS (1 = "paper-zstd19", 2 = "context-rc",
                                   3 = "context-rc2", 4 = "layout-rc")
      8     32    fingerprint      raw sha256 of the reference pool (hex in reference.json)
@@ -19,12 +19,14 @@ the body; ``docs/payload-format.md`` is the full reference)::
     56      4    C                u32, number of classes, 1 <= C <= 1_000_000
     60      4    body length      u32, bytes of the body, which ends the payload
     64      8    checksum         blake2b(digest_size=8) over every other byte: [0, 64) + [72, end)
-    72      -    version 2 only:  the class-names section, ``plada_core.codecs.names_section``: encoding u8,
-                                  length u32, stored bytes (task, version and the C class names)
+    72      -    versions 2, 3:   the class-names section, ``plada_core.codecs.names_section``: encoding u8,
+                                  length u32, stored bytes (task, version, in version 3 the student recipe,
+                                  and the C class names)
      -      -    body             codec-specific, body length bytes
 
-Version 2 is written when ``class_names`` are given, version 1 (byte for byte what older builds write and
-read) when they are not, so callers that pass no names keep their bytes; both versions decode.
+Version 3 is written when a ``student_recipe`` is given (with class names), version 2 when only ``class_names``
+are, version 1 (byte for byte what older builds write and read) when neither is, so callers that pass no names or
+no recipe keep their bytes; every version decodes.
 
 The checksum detects accidents (bit flips, truncation). It is not a signature: anyone can forge a payload
 with a valid checksum, which is why the section and body decoders validate everything themselves.
@@ -63,7 +65,9 @@ class Payload:
 
     ``indices`` (int64) strictly increase, ``labels`` are int32; both arrays are read-only. A format-2 payload
     names its classes (label ``i`` is ``class_names[i]``) and, when the publisher gave them, its task and release
-    version; a format-1 payload has None in all three.
+    version; a format-1 payload has None in all three. A format-3 payload also carries ``student_recipe``: the
+    student the publisher recommends (``{"model": ..., "preprocess": {...}}``, the recipe its predicted accuracy
+    was measured with).
     """
 
     indices: np.ndarray
@@ -76,6 +80,7 @@ class Payload:
     task: str | None = None
     version: str | None = None
     format_version: int = 1
+    student_recipe: dict | None = None
 
     @property
     def k(self) -> int:
@@ -140,13 +145,15 @@ def encode_payload(
     class_names=None,
     task: str | None = None,
     version: str | None = None,
+    student_recipe: dict | None = None,
 ) -> bytes:
     """Payload bytes for ``labels[i]`` on pool image ``indices[i]``; the pairs may come in any order.
 
     With ``class_names`` (one per class, label ``i`` named ``class_names[i]``) the payload is format version 2
     and also carries the ``task`` and release ``version`` when given (release names, as in
     ``plada_core.io.releases``); without, it is format version 1, as older builds write it. Names that cannot
-    travel (empty, over 256 bytes of UTF-8, with control characters) raise ValueError.
+    travel (empty, over 256 bytes of UTF-8, with control characters) raise ValueError. A ``student_recipe``
+    (``{"model": name, "preprocess": {...}}``, limits in ``plada_core.codecs.names_section``) makes it format 3.
 
     ``layout`` (the pool's block sizes, ``plada_core.io.pool.read_layout``) is required by codecs that code
     against it ("layout-rc") and ignored by the others. ``codec=AUTO`` encodes with every codec that can run
@@ -157,7 +164,7 @@ def encode_payload(
         names = [name for name, entry in CODECS.items() if layout is not None or not entry.needs_layout]
         payloads = [encode_payload(indices, labels, n_reference=n_reference, n_classes=n_classes,
                                    fingerprint=fingerprint, codec=name, layout=layout, class_names=class_names,
-                                   task=task, version=version) for name in names]
+                                   task=task, version=version, student_recipe=student_recipe) for name in names]
         return min(payloads, key=len)
     if codec not in CODECS:
         raise ValueError(f"unknown codec {codec!r}; valid codecs: {sorted(CODECS)} or {AUTO!r}")
@@ -165,7 +172,7 @@ def encode_payload(
     fingerprint_raw = _fingerprint_bytes(fingerprint)
     n_reference = _as_count(n_reference, "n_reference", 1, MAX_REFERENCE)
     n_classes = _as_count(n_classes, "n_classes", 1, MAX_CLASSES)
-    section = _names_section(class_names, n_classes, task, version)
+    section = _names_section(class_names, n_classes, task, version, student_recipe)
     indices, labels = _as_int_vector(indices, "indices"), _as_int_vector(labels, "labels")
     if indices.shape != labels.shape:
         raise ValueError(f"got {indices.size} indices but {labels.size} labels; pass one label per index")
@@ -185,21 +192,21 @@ def encode_payload(
     body = chosen.encode_body(indices, labels, n_reference=n_reference, n_classes=n_classes, **extra)
     if len(body) > U32_MAX:
         raise ValueError(f"body of {len(body)} bytes does not fit the u32 length field; select fewer images")
+    format_version = (3 if student_recipe is not None else 2) if section else 1
     fields = FIELDS.pack(
-        MAGIC, 2 if section else 1, chosen.codec_id, fingerprint_raw, n_reference, indices.size, n_classes,
-        len(body),
+        MAGIC, format_version, chosen.codec_id, fingerprint_raw, n_reference, indices.size, n_classes, len(body)
     )
     return fields + checksum(fields, section, body) + section + body
 
 
-def _names_section(class_names, n_classes: int, task, version) -> bytes:
-    """The version-2 section, or b"" (version 1) without class names."""
+def _names_section(class_names, n_classes: int, task, version, recipe) -> bytes:
+    """The version-2/3 section, or b"" (version 1) without class names."""
     if class_names is None:
-        if task is not None or version is not None:
-            raise ValueError("task and version travel with the class names (payload format 2): pass class_names "
-                             "too, or leave task and version out")
+        if task is not None or version is not None or recipe is not None:
+            raise ValueError("task, version and student recipe travel with the class names (payload format 2/3): "
+                             "pass class_names too, or leave them out")  # fmt: skip
         return b""
-    return names_section.encode_section(class_names, n_classes, task, version)
+    return names_section.encode_section(class_names, n_classes, task, version, recipe)
 
 
 # ---------------------------------------------------------------- decoding
@@ -286,4 +293,5 @@ def decode_payload(
         raise PayloadError(f"codec {header['codec']!r} could not decode the body: {err!r}; corrupt") from err
     indices, labels = _validate_decoded(indices, labels, header)
     return Payload(indices, labels, header["n_reference"], header["n_classes"], header["fingerprint"], header["codec"],
-                   header["class_names"], header["task"], header["version"], header["format_version"])
+                   header["class_names"], header["task"], header["version"], header["format_version"],
+                   header["student_recipe"])

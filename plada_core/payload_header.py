@@ -1,4 +1,4 @@
-"""The payload container's header: its fields, framing, checksum and the version-2 class-names section.
+"""The payload container's header: its fields, framing, checksum and the class-names section (versions 2, 3).
 
 ``read_header`` validates everything but the codec body (layout in ``plada_core.payload``'s docstring and
 ``docs/payload-format.md``); ``plada_core.payload`` encodes and decodes whole payloads on top of it.
@@ -15,8 +15,8 @@ __all__ = ["FORMAT_VERSION", "HEADER_SIZE", "MAGIC", "MAX_CLASSES", "MAX_REFEREN
            "FIELDS", "U32_MAX", "read_header"]
 
 MAGIC = b"PLADA\x00"
-FORMAT_VERSION = 2  # the newest written; 1 is still written without class names
-_VERSIONS = (1, 2)
+FORMAT_VERSION = 3  # the newest written, with a student recipe; 2 is written without one, 1 without class names
+_VERSIONS = (1, 2, 3)
 MAX_CLASSES = 1_000_000
 MAX_REFERENCE = 2**63 - 1  # indices are returned as int64
 FIELDS = struct.Struct("<6sBB32sQQII")  # everything the checksum covers in the header
@@ -59,20 +59,20 @@ def _codec_name(codec_id: int) -> str:
 
 
 def _section_framing(data: bytes, version: int) -> tuple[int, int]:
-    """(encoding, size with its prefix) of a version-2 payload's class-names section; (0, 0) in version 1."""
+    """(encoding, size with its prefix) of a version-2/3 payload's class-names section; (0, 0) in version 1."""
     if version == 1:
         return 0, 0
     if len(data) < HEADER_SIZE + names_section.PREFIX.size:
         raise PayloadError(
             f"payload truncated: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header and the "
-            f"{names_section.PREFIX.size}-byte class-names prefix of a format 2 payload; re-send it"
+            f"{names_section.PREFIX.size}-byte class-names prefix of a format {version} payload; re-send it"
         )
     encoding, stored_length = names_section.PREFIX.unpack_from(data, HEADER_SIZE)
     return encoding, names_section.PREFIX.size + stored_length
 
 
 def _parse_fields(data: bytes) -> tuple[dict, tuple[int, bytes] | None]:
-    """The header's fields, and a version-2 payload's class-names section (encoding, stored bytes)."""
+    """The header's fields, and a version-2/3 payload's class-names section (encoding, stored bytes)."""
     magic, version, codec_id, fingerprint, n, k, c, body_length = FIELDS.unpack_from(data)
     if version not in _VERSIONS:
         raise PayloadError(
@@ -83,7 +83,7 @@ def _parse_fields(data: bytes) -> tuple[dict, tuple[int, bytes] | None]:
     body_start = HEADER_SIZE + section_size
     end = body_start + body_length
     if len(data) < end:
-        names = f"a {section_size}-byte class-names section and " if version == 2 else ""
+        names = f"a {section_size}-byte class-names section and " if version >= 2 else ""
         raise PayloadError(
             f"payload truncated: header announces {names}a {body_length}-byte body but only "
             f"{len(data) - HEADER_SIZE} bytes follow the header; re-send the complete payload"
@@ -97,7 +97,7 @@ def _parse_fields(data: bytes) -> tuple[dict, tuple[int, bytes] | None]:
     if stored != checksum(bytes(data[: FIELDS.size]), bytes(data[HEADER_SIZE:])):
         raise PayloadError("checksum mismatch: the payload was corrupted in transit or storage; re-send it")
     stored_start = HEADER_SIZE + names_section.PREFIX.size
-    section = (encoding, bytes(data[stored_start:body_start])) if version == 2 else None
+    section = (encoding, bytes(data[stored_start:body_start])) if version >= 2 else None
     return {
         "format_version": version,
         "codec": _codec_name(codec_id),
@@ -124,7 +124,8 @@ def read_header(data: bytes) -> dict:
     """The validated header of a complete payload, without decoding the body.
 
     Keys: format_version, codec, codec_id, fingerprint (hex), n_reference, k, n_classes, body_length,
-    class_names (a tuple; None in format 1), task and version (None when absent). Checks magic, version,
+    class_names (a tuple; None in format 1), task, version and student_recipe (the publisher's recommended
+    student, format 3; each None when absent). Checks magic, version,
     codec, length and checksum and validates the class names, so it needs the whole payload, not 72 bytes.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -133,14 +134,15 @@ def read_header(data: bytes) -> dict:
     _check_framing(data)
     header, section = _parse_fields(data)
     _check_counts(header)
-    names = _decode_names(section, header["n_classes"])
-    return {**header, "class_names": names.class_names, "task": names.task, "version": names.version}
+    names = _decode_names(section, header["n_classes"], recipe=header["format_version"] >= 3)
+    return {**header, "class_names": names.class_names, "task": names.task, "version": names.version,
+            "student_recipe": names.recipe}  # fmt: skip
 
 
-def _decode_names(section: tuple[int, bytes] | None, n_classes: int) -> names_section.Names:
+def _decode_names(section: tuple[int, bytes] | None, n_classes: int, recipe: bool) -> names_section.Names:
     if section is None:
         return names_section.Names(None, None, None)
     try:
-        return names_section.decode_section(*section, n_classes)
+        return names_section.decode_section(*section, n_classes, recipe=recipe)
     except names_section.NamesProblem as err:
         raise PayloadError(err.report()) from None

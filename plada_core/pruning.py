@@ -21,8 +21,10 @@ Each selector is a priority function like those of ``plada_core.selection`` (low
 Difficulty everywhere is ``1 - margin``: the teacher's top-2 softmax gap, an inference-time stand-in for the
 training-dynamics scores of the papers (AUM, EL2N), which a teacher trained elsewhere does not provide.
 
-New score columns (the scoring pass adds them; until it does, ``auto`` leaves these two selectors out):
-``density_ratio`` (float32, ``density_ratio_scores``) and ``label_stable`` (float32 in [0, 1], ``label_stability``).
+Their score columns (float32): ``density_ratio`` (``density_ratio_scores``) and ``label_stable`` (in [0, 1],
+``label_stability``). The scoring pass adds them when ``ScoringConfig.density_ratio`` / ``label_stability`` are on
+(``plada publish --density-ratio --label-stability shifts``); without them ``auto`` leaves these two selectors out
+and its summary says so (``selectors_left_out``).
 """
 
 from __future__ import annotations
@@ -290,7 +292,7 @@ def label_stability(
         raise ValueError("label_stability needs at least one view: flip=True or a non-empty shifts")
     if x.ndim != 4:
         raise ValueError(f"x must be a batch of images (N x C x H x W), got shape {tuple(x.shape)}")
-    target = (pred if isinstance(pred, torch.Tensor) else torch.from_numpy(np.asarray(pred))).to(x.device, torch.long)
+    target = (pred if isinstance(pred, torch.Tensor) else torch.from_numpy(np.array(pred))).to(x.device, torch.long)
     agree = torch.zeros(len(x), dtype=torch.int64, device=x.device)
     for view in views:
         agree += model(view(x)).argmax(dim=1) == target

@@ -53,6 +53,7 @@ def select_and_pack(
     meta: dict | None = None,
     task: str | None = None,
     version: str | None = None,
+    student_recipe: dict | None = None,
 ) -> PackResult:
     """Select from ``scores`` (one row per scored pool image, sorted by ``index``, with ``pred`` and the score
     columns), then build the manifest and encode the payload for the pool ``(n_reference, fingerprint)``.
@@ -64,8 +65,9 @@ def select_and_pack(
     callable from kept indices to their rows (so a huge index need not be read whole). ``meta`` holds the run's
     other manifest metadata (the teacher, say); the fingerprint, selector, config and class names are added here.
 
-    The payload names the classes (format version 2, ``plada_core.payload``), and the ``task`` and release
-    ``version`` when given, so a client needs nothing but the pool and the payload; the budget counts those bytes.
+    The payload names the classes (format version 2, ``plada_core.payload``), and the ``task``, release
+    ``version`` and ``student_recipe`` (format 3) when given, so a client needs nothing but the pool and the
+    payload; the budget counts those bytes.
     """
     n_classes = len(class_names)
     columns = {c: scores[c].to_numpy() for c in scores.columns}
@@ -76,7 +78,8 @@ def select_and_pack(
     def encode(kept: pd.DataFrame) -> bytes:
         return encode_payload(kept["index"].to_numpy(), kept["pred"].to_numpy(), n_reference=n_reference,
                               n_classes=n_classes, fingerprint=fingerprint, codec=codec, layout=layout,
-                              class_names=class_names, task=task, version=version)  # fmt: skip
+                              class_names=class_names, task=task, version=version,
+                              student_recipe=student_recipe)  # fmt: skip
 
     payload = None
     if max_bytes is not None:

@@ -11,12 +11,20 @@ selectors stay a pure function of the scores files.
 The loop decodes every pool image anyway, so it can also hash each decoded image (``HASH_COLUMNS``, for the leakage
 check of ``plada_core.leakage``) and return the model's pooled features (``features``, float16), which a frozen
 backbone's proxy students then reuse instead of running the backbone over the pool again.
+
+Two optional columns feed the data-pruning selectors of ``plada_core.pruning`` (``PRUNING_COLUMNS``), each off by
+default because it costs something the other selectors do not need: ``density_ratio`` (a target-vs-pool logistic
+classifier on the same unit embeddings as the kNN columns, fitted beforehand on a sample of the pool,
+``DensityRatio``; one matrix-vector product per batch) and ``label_stable`` (the teacher's label under flipped and
+shifted views: one more forward pass per view). ``--selector auto`` measures their selectors exactly when the
+columns are there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Annotated, Callable, Iterable, Iterator
+from typing import Annotated, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 import pandas as pd
@@ -29,21 +37,34 @@ from plada_core.devices import model_device, resolve_device
 from plada_core.images import PreprocessConfig, preprocess
 from plada_core.leakage import hash_images
 from plada_core.prefetch import prefetch
+from plada_core.pruning import (
+    DENSITY_RATIO_COLUMN,
+    LABEL_STABLE_COLUMN,
+    DensityRatio,
+    density_ratio_scores,
+    fit_density_ratio,
+)
+from plada_core.pruning import label_stability as stable_share
 from plada_core.relevance import RELEVANCE_COLUMNS, TargetBank, knn_scores, pooled_features
 from plada_core.training import DeviceName
 
 __all__ = [
     "HASH_COLUMNS",
+    "LABEL_VIEWS",
     "RELEVANCE_COLUMNS",
     "SCORE_COLUMNS",
     "ScoringConfig",
     "ShardScores",
+    "fit_pool_density_ratio",
     "score_logits",
     "score_stream",
 ]
 
 SCORE_COLUMNS = ["index", "energy", "pred", "max_softmax", "entropy", "margin"]
 HASH_COLUMNS = ["exact_hash", "phash"]  # 16-byte BLAKE2b of the decoded pixels, 64-bit pHash (plada_core.leakage)
+# label_stability's views: none, the two diagonal 1-pixel shifts, or those and the horizontal flip
+LABEL_VIEWS = {"off": None, "shifts": False, "flip+shifts": True}  # -> the flip argument of pruning.label_stability
+LabelViews = Literal[tuple(LABEL_VIEWS)]
 
 
 @pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -67,6 +88,16 @@ class ScoringConfig:
     prefetch: Annotated[
         bool | None, Field(description="Decode the next batches in a thread; empty: only off the CPU.")
     ] = None
+    density_ratio: Annotated[
+        bool,
+        Field(description="Add the density_ratio column (target-vs-pool classifier on teacher embeddings, fit on a "
+                          "pool sample first) for the density_ratio selector; needs the target bank."),
+    ] = False
+    label_stability: Annotated[
+        LabelViews,
+        Field(description="Add the label_stable column for the reliable selector: the teacher's label under 1-px "
+                          "shifts (and the horizontal flip; only for mirror-symmetric classes); 3-4x the scoring cost."),
+    ] = "off"
     device: DeviceName = "auto"
 
     def torch_device(self) -> torch.device:
@@ -131,6 +162,7 @@ def score_stream(
     bank: TargetBank | None = None,
     hashes: bool = False,
     features: bool = False,
+    ratio: DensityRatio | None = None,
 ) -> ShardScores:
     """Score ``(index, encoded image)`` pairs with ``model``; undecodable images are recorded in ``dropped``.
 
@@ -142,7 +174,12 @@ def score_stream(
     ``forward_head``, as every PLADA and timm model does). ``hashes`` adds ``HASH_COLUMNS``, computed on the
     decoded pixels before preprocessing (as the target images are hashed); ``features`` returns the model's
     pooled ``forward_features`` as float16 (half the bytes; a linear head trained on them loses nothing
-    measurable), rows in frame order."""
+    measurable), rows in frame order. ``ratio`` (required when ``cfg.density_ratio`` is on) adds the
+    ``density_ratio`` column from the unit embeddings, ``cfg.label_stability`` the ``label_stable`` column."""
+    if cfg.density_ratio and ratio is None:
+        raise ValueError("density_ratio is on but no DensityRatio was given: fit one on a pool sample first "
+                         "(fit_pool_density_ratio)")  # fmt: skip
+    flip = LABEL_VIEWS[cfg.label_stability]
     device = cfg.torch_device()
     if model_device(model) != device:
         model.to(device)
@@ -158,22 +195,53 @@ def score_stream(
         if x is None:
             continue
         x = x.to(device, non_blocking=True)
-        if bank is None and not features:
+        if bank is None and not features and not cfg.density_ratio:
             scores = score_logits(model(x), cfg.temperature)
         else:
             feats, logits = pooled_features(model, x)
             scores = score_logits(logits, cfg.temperature)
             if features:
                 pooled.append(feats.to("cpu", torch.float16).numpy())
+            emb = nn.functional.normalize(feats.float(), dim=1)
             if bank is not None:
-                emb = nn.functional.normalize(feats.float(), dim=1)
                 scores.update(knn_scores(emb, scores["pred"], scores["energy"], bank, cfg.temperature,
                                          bank_embeddings))  # fmt: skip
+            if cfg.density_ratio:
+                scores[DENSITY_RATIO_COLUMN] = density_ratio_scores(ratio, emb)
+        if flip is not None:
+            scores[LABEL_STABLE_COLUMN] = stable_share(model, x, scores["pred"], flip=flip)
         parts.append(pd.DataFrame({"index": np.asarray(indices, np.int64), **scores, **batch_hashes}))
-    columns = SCORE_COLUMNS + (RELEVANCE_COLUMNS if bank is not None else []) + (HASH_COLUMNS if hashes else [])
+    columns = (SCORE_COLUMNS + (RELEVANCE_COLUMNS if bank is not None else []) + (HASH_COLUMNS if hashes else [])
+               + ([DENSITY_RATIO_COLUMN] if cfg.density_ratio else [])
+               + ([LABEL_STABLE_COLUMN] if flip is not None else []))  # fmt: skip
     frame = pd.concat(parts, ignore_index=True) if parts else _empty_frame()
     feats = (np.concatenate(pooled) if pooled else np.empty((0, 0), np.float16)) if features else None
     return ShardScores(frame=frame[columns], n_seen=n_seen, dropped=dropped, features=feats)
+
+
+def fit_pool_density_ratio(
+    model: nn.Module,
+    samples: Iterable[tuple[int, bytes]],
+    decode: Callable[[bytes], np.ndarray],
+    preprocess_cfg: PreprocessConfig,
+    cfg: ScoringConfig,
+    bank: TargetBank,
+    seed: int = 0,
+) -> tuple[DensityRatio, dict]:
+    """The classifier behind the ``density_ratio`` column, and what it was fit on (``n_target``, ``n_pool``,
+    ``n_dropped``): the bank's target-train embeddings against the same unit embeddings of ``samples``, a sample
+    of the pool spread over all of it (every m-th image: pools are often stored source after source).
+    ``fit_density_ratio`` caps each side at 20,000 rows."""
+    if bank is None:
+        raise ValueError("the density_ratio column needs the teacher's target bank (its target-train embeddings): "
+                         "train the teacher with plada (a given checkpoint has none), or turn density_ratio off")
+    plain = dataclasses.replace(cfg, density_ratio=False, label_stability="off")
+    sample = score_stream(model, samples, decode, preprocess_cfg, plain, features=True)
+    if not len(sample.frame):
+        raise ValueError("no pool image of the sample could be scored: the density ratio has nothing to fit on")
+    emb = nn.functional.normalize(torch.from_numpy(sample.features.astype(np.float32)), dim=1).numpy()
+    ratio = fit_density_ratio(bank.embeddings, emb, seed=seed)
+    return ratio, {"n_target": len(bank.embeddings), "n_pool": len(emb), "n_dropped": sample.n_dropped}
 
 
 def _prepared_batches(
@@ -221,5 +289,7 @@ def _empty_frame() -> pd.DataFrame:
             "margin": np.empty(0, np.float32),
             "exact_hash": np.empty(0, object),
             "phash": np.empty(0, np.uint64),
+            DENSITY_RATIO_COLUMN: np.empty(0, np.float32),
+            LABEL_STABLE_COLUMN: np.empty(0, np.float32),
         }
     )

@@ -18,7 +18,7 @@ from prefect import task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from plada_core.auto_selection import Candidate, candidate_grid
+from plada_core.auto_selection import Candidate, candidate_grid, unusable_selectors
 from plada_core.datasets import selected_tensors
 from plada_core.devices import resolve_device
 from plada_core.images import PreprocessConfig, decode_image
@@ -168,6 +168,7 @@ def auto_select(
     summary = {
         **choice.summary(),
         "requested": cfg.selector,
+        "selectors_left_out": unusable_selectors(scores.columns) if cfg.selector == AUTO_SELECTOR else {},
         "proxy": {"model": proxy.model, "epochs": auto.proxy_epochs, "head_only": backbone is not None},
         "wall_s": round(time.perf_counter() - start, 2),
     }

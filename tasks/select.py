@@ -43,13 +43,15 @@ def select_and_encode(
     version: str | None = None,
     exclude: list[int] | None = None,
     extra: dict | None = None,
+    student_recipe: dict | None = None,
 ) -> dict:
     """Write ``manifest.parquet``, ``payload.plada`` and ``selection.json`` under ``out_url``; return their URLs.
 
     With ``max_payload_bytes``, ``cfg.keep`` is replaced by the largest count whose payload fits (budget mode);
     the summary's ``keep_reached`` says which fraction of the pool that is. ``codec="auto"`` encodes with every
     registered codec and keeps the smallest payload (the summary's ``codec`` names the one kept). The payload
-    carries the teacher's class names, and the ``task`` and release ``version`` when given (release names).
+    carries the teacher's class names, the ``task`` and release ``version`` when given (release names) and the
+    ``student_recipe`` the publisher recommends (payload format 3) when given.
     Pool images in ``exclude`` (indices) are never selected, a fraction ``keep`` still meaning a share of every
     scored image (``plada_core.proxy.without_pool_images``); ``extra`` (the validation table, the leakage
     check) goes into ``selection.json`` and the manifest's metadata.
@@ -74,6 +76,7 @@ def select_and_encode(
               **(extra or {})},  # fmt: skip
         task=task,
         version=version,
+        student_recipe=student_recipe,
     )
     urls = {"manifest": storage.join(out_url, "manifest.parquet"), "payload": storage.join(out_url, "payload.plada")}
     tables.write_table(result.manifest, urls["manifest"])

@@ -108,6 +108,12 @@ def _export(out_url: str, fmt: str) -> str:
 
 
 @task(cache_policy=NO_CACHE)
+def payload_student_recipe(payload_url: str) -> dict | None:
+    """The student the payload's publisher recommends (format 3's ``student_recipe``); None in older formats."""
+    return read_header(storage.read_bytes(payload_url))["student_recipe"]
+
+
+@task(cache_policy=NO_CACHE)
 def resolve_release(release_url: str, reference_url: str, out: str) -> dict:
     """The current version of the task released at ``release_url`` (its folder or ``latest.json``): ``task``,
     ``version``, ``payload_url``, ``out`` (``<out>/<task>/<version>``), ``trained`` (its metrics.json exists

@@ -128,6 +128,12 @@ def pool_features_url(out_url: str, shard_url: str) -> str:
     return join(out_url, "features", f"{_stem(shard_url)}.npz")
 
 
+def density_ratio_url(out_url: str) -> str:
+    """The scoring pass's fitted target-vs-pool classifier (``plada_core.pruning.DensityRatio``): one per teacher
+    and pool, beside the scores it feeds."""
+    return join(out_url, "density_ratio.npz")
+
+
 def leakage_url(out_url: str) -> str:
     return join(out_url, "leakage.json")
 

@@ -48,6 +48,20 @@ def test_quick_mode_writes_every_output(tmp_path):
     assert len(pd.read_csv(tmp_path / "c" / "selection.csv")) == 8
 
 
+def test_the_pruning_columns_mode_measures_density_ratio_and_reliable(tmp_path):
+    out, work = tmp_path / "out", tmp_path / "work"
+    args = ["--pairs", "tiny", "--selectors", "density_ratio", "reliable", "--keeps", "0.05", "--seeds", "0",
+            "--work", str(work), "--out", str(out), "--threads", "1"]  # fmt: skip
+    assert main(args) == 0  # without the columns both selectors are skipped, saying why
+    assert not (out / "selection.csv").exists() or pd.read_csv(out / "selection.csv").empty
+    assert main([*args, "--pruning-columns"]) == 0
+    df = pd.read_csv(out / "selection.csv")
+    assert set(df["selector"]) == {"density_ratio", "reliable"} and (df["n_kept"] == 100).all()
+    assert (work / "tiny" / "runs-pruning").is_dir() and (work / "tiny" / "pruning" / "density_ratio.npz").exists()
+    auroc = json.loads((out / "selection-info.json").read_text())["tiny"]["auroc"]
+    assert {"density_ratio", "label_stable"} <= set(auroc)
+
+
 def test_selector_colours_are_the_same_in_every_panel():
     one = selector_colours(["random", "knn_cover"])
     both = selector_colours(["knn_cover", "random", "random"])

@@ -42,9 +42,10 @@ def encode(indices, labels, n: int, c: int, codec: str, layout) -> bytes:
     return encode_payload(indices, labels, n_reference=n, n_classes=c, fingerprint=FP, codec=codec, layout=layout)
 
 
-def forge(body: bytes, *, n: int, k: int, c: int, codec: str, names: bytes | None = None) -> bytes:
-    """A ``codec`` payload with a valid checksum around any body and counts; format 2 with a ``names`` section."""
-    version, names = (1, b"") if names is None else (2, names)
+def forge(body: bytes, *, n: int, k: int, c: int, codec: str, names: bytes | None = None, version: int = 2) -> bytes:
+    """A ``codec`` payload with a valid checksum around any body and counts; format ``version`` (2, or 3: with the
+    recipe line) with a ``names`` section, else format 1."""
+    version, names = (1, b"") if names is None else (version, names)
     fields = struct.pack("<6sBB32sQQII", b"PLADA\x00", version, CODECS[codec].codec_id, bytes.fromhex(FP), n, k, c,
                          len(body))
     return fields + hashlib.blake2b(fields + names + body, digest_size=8).digest() + names + body
@@ -617,10 +618,51 @@ def test_a_bomb_in_the_names_section_is_rejected_fast(codec, bomb_frames):
 
 @pytest.mark.parametrize("codec", ALL)
 @settings(max_examples=100, deadline=None)
-@given(stored=st.binary(max_size=300), encoding=st.sampled_from([0, 1, 2, 255]), c=st.sampled_from([1, 3, 10**6]))
-def test_random_names_sections_fail_cleanly_and_fast(codec, stored, encoding, c):
+@given(stored=st.binary(max_size=300), encoding=st.sampled_from([0, 1, 2, 255]), c=st.sampled_from([1, 3, 10**6]),
+       version=st.sampled_from([2, 3]))
+def test_random_names_sections_fail_cleanly_and_fast(codec, stored, encoding, c, version):
     body = small_payload(codec)[HEADER_SIZE:]
     start = time.perf_counter()
-    decodes_or_fails_cleanly(forge(body, n=50, k=5, c=c, codec=codec, names=names_section(stored, encoding)),
-                             50, 5, c, codec, [10, 40])
+    decodes_or_fails_cleanly(forge(body, n=50, k=5, c=c, codec=codec, names=names_section(stored, encoding),
+                                   version=version), 50, 5, c, codec, [10, 40])  # fmt: skip
     assert time.perf_counter() - start < 1.0
+
+
+# ---------------------------------------------------------------- format 3: the student recipe
+
+RECIPE_VALUE = (st.integers(-(2**62), 2**62) | st.booleans() | st.floats(allow_nan=False, allow_infinity=False)
+                | st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=20))  # fmt: skip
+RECIPE_KEY = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
+RECIPES = st.fixed_dictionaries(
+    {"model": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,30}", fullmatch=True)},
+    optional={"preprocess": st.dictionaries(RECIPE_KEY, RECIPE_VALUE, max_size=4)},
+)
+
+
+@pytest.mark.parametrize("codec", ALL)
+@SETTINGS
+@given(selection=selections(max_n=300), recipe=RECIPES)
+def test_round_trip_with_a_recipe(codec, selection, recipe):
+    indices, labels, n, c, layout = selection
+    c = min(c, 5)
+    labels = np.asarray(labels, dtype=np.int64) % c
+    names = class_names(c)
+    plain = encode(indices, labels, n, c, codec, layout)
+    data = encode_payload(indices, labels, n_reference=n, n_classes=c, fingerprint=FP, codec=codec, layout=layout,
+                          class_names=names, task="t", student_recipe=recipe)  # fmt: skip
+    assert data.endswith(plain[HEADER_SIZE:]) and data[6] == 3  # the recipe never changes the body
+    payload = decode_payload(data, layout=layout)
+    assert (payload.student_recipe, payload.class_names, payload.task) == (recipe, tuple(names), "t")
+    np.testing.assert_array_equal(payload.indices, decode_payload(plain, layout=layout).indices)
+
+
+@pytest.mark.parametrize("codec", ALL)
+def test_every_single_bit_flip_of_a_payload_with_a_recipe_is_rejected(codec):
+    data = encode_payload([3, 4, 5, 9, 40], [1, 1, 0, 2, 2], n_reference=50, n_classes=3, fingerprint=FP, codec=codec,
+                          layout=[10, 40], class_names=["cat", "dog", "fox"],
+                          student_recipe={"model": "m", "preprocess": {"image_size": 32}})  # fmt: skip
+    for bit in range(8 * len(data)):
+        flipped = bytearray(data)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(PayloadError):
+            decode_payload(bytes(flipped), layout=[10, 40])

@@ -50,7 +50,7 @@ def test_read_header_fields():
     assert header == {
         "format_version": 1, "codec": "paper-zstd19", "codec_id": 1, "fingerprint": FP, "n_reference": 50,
         "k": 5, "n_classes": 3, "body_length": len(small_payload()) - HEADER_SIZE,
-        "class_names": None, "task": None, "version": None,  # format 1: no names section
+        "class_names": None, "task": None, "version": None, "student_recipe": None,  # format 1: no names section
     }
 
 
@@ -126,7 +126,7 @@ def test_non_bytes_input():
 @pytest.mark.parametrize(
     ("forged", "match"),
     [
-        (forge(b"", n=10, k=0, c=3, version=3), r"unknown payload format version 3 .*\(1, 2\).*upgrade plada"),
+        (forge(b"", n=10, k=0, c=3, version=4), r"unknown payload format version 4 .*\(1, 2, 3\).*upgrade plada"),
         (forge(b"", n=10, k=0, c=3, version=0), "unknown payload format version 0"),
         (
             forge(b"", n=10, k=0, c=3, codec_id=9),

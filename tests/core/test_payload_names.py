@@ -1,7 +1,7 @@
-"""Payload format 2: the class-names section (task, version and the C class names) between the header and the
-body. The documented byte layout, golden payloads, the limits on what may travel, and the message for every way
-a hostile section can be wrong. What every codec's payload must survive with names too (truncation, bit flips,
-forged counts, bombs) is in ``test_codec_contract.py``.
+"""Payload formats 2 and 3: the class-names section (task, version, in format 3 the student recipe, and the C
+class names) between the header and the body. The documented byte layout, golden payloads, the limits on what
+may travel, and the message for every way a hostile section can be wrong. What every codec's payload must survive
+with names too (truncation, bit flips, forged counts, bombs) is in ``test_codec_contract.py``.
 
 Sections and payloads are built here from the format description (own packing), so the tests pin the
 documented format (``docs/payload-format.md``) rather than whatever the encoder happens to do.
@@ -29,7 +29,8 @@ def section(text: bytes, *, encoding: int = 0, stored: bytes | None = None) -> b
 
 
 def forge_v2(names: bytes, body: bytes, *, n: int, k: int, c: int, codec_id: int = 1, version: int = 2) -> bytes:
-    """A format-2 payload with a valid checksum (over every byte but its own) around any section and body."""
+    """A format-2 (``version=3``: format-3) payload with a valid checksum (over every byte but its own) around
+    any section and body."""
     fields = struct.pack("<6sBB32sQQII", b"PLADA\x00", version, codec_id, bytes.fromhex(FP), n, k, c, len(body))
     return fields + hashlib.blake2b(fields + names + body, digest_size=8).digest() + names + body
 
@@ -151,7 +152,7 @@ def test_auto_keeps_the_names():
         (dict(class_names=["a", "b", "c"], task="a" * 101), "task 'a.*' is not a release name"),
         (dict(class_names=["a", "b", "c"], version="ü"), "version 'ü' is not a release name"),
         (dict(class_names=["a", "b", "c"], version=3), "version must be a string or None, got int"),
-        (dict(task="pets"), "task and version travel with the class names.*pass class_names"),
+        (dict(task="pets"), "task, version and student recipe travel with the class names.*pass class_names"),
         (dict(version="v1"), "pass class_names"),
     ],
 )
@@ -245,3 +246,97 @@ def test_a_version_1_payload_cannot_hide_a_section():
     assert header["class_names"] is None
     with pytest.raises(PayloadError):
         decode_payload(data)  # …which is not a valid body
+
+
+# ---------------------------------------------------------------- format 3: the student recipe line
+
+RECIPE = {"model": "plada_effnet_lite0_ml", "preprocess": {"channels": 3, "crop": "none", "image_size": 32}}
+RECIPE_TEXT = b'{"model":"plada_effnet_lite0_ml","preprocess":{"channels":3,"crop":"none","image_size":32}}'
+
+
+def test_version_3_is_the_documented_layout():
+    data = encode(["cat", "dog", "fox"], task="pets", version="v1", student_recipe={"model": "m", "size": 8})
+    text = b'pets\nv1\n{"model":"m","size":8}\ncat\ndog\nfox'
+    assert data == forge_v2(section(text), body_of(), n=50, k=7, c=3, version=3)
+    assert data[6] == 3 and read_header(data)["student_recipe"] == {"model": "m", "size": 8}
+    assert read_header(encode(["cat", "dog", "fox"]))["student_recipe"] is None  # format 2 carries none
+
+
+def test_the_recipe_is_written_compact_and_key_sorted_whatever_the_order_given():
+    shuffled = {"preprocess": {"image_size": 32, "crop": "none", "channels": 3}, "model": "plada_effnet_lite0_ml"}
+    assert encode(["a", "b", "c"], student_recipe=shuffled) == encode(["a", "b", "c"], student_recipe=RECIPE)
+
+
+# N = 50, C = 3, codec "context-rc2", zstd section (smaller than stored): task "pets", version "2024-06-01",
+# RECIPE, names cat, dog, fox
+GOLDEN_RECIPE = bytes.fromhex(
+    "504c4144410003030123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef32000000000000000700000000000000"
+    "03000000090000005b773bbe4be76e3e016b00000028b52ffd20771503007287171680e91808a8c0682c096a38cf401df84368661a933216"
+    "087da6a0ce5cd6ccb22441f909b4eb0593d0c79f745ab9d2a3f908ca367e4e66342bcad6bed1a3fea83e8e72a15f18d7fd7cef8b3916ab95"
+    "e31d95564c800002014342c9d8fb1a00c2841862ade1860000"
+)
+
+
+def test_the_golden_format_3_payload_decodes_and_is_still_written():
+    payload = decode_payload(GOLDEN_RECIPE, expected_fingerprint=FP, expected_n_reference=50)
+    assert (payload.indices.tolist(), payload.labels.tolist(), payload.format_version) == (INDICES, LABELS, 3)
+    assert (payload.class_names, payload.task, payload.version) == (("cat", "dog", "fox"), "pets", "2024-06-01")
+    assert payload.student_recipe == RECIPE
+    text = zstandard.ZstdDecompressor().decompress(GOLDEN_RECIPE[HEADER_SIZE + 5 : HEADER_SIZE + 5 + 0x6B])
+    assert text == b"pets\n2024-06-01\n" + RECIPE_TEXT + b"\ncat\ndog\nfox"
+    # the zstd frame's bytes may differ between libzstd releases; the choice of zstd and the rest may not
+    data = encode(["cat", "dog", "fox"], "context-rc2", task="pets", version="2024-06-01", student_recipe=RECIPE)
+    assert data[:64] == GOLDEN_RECIPE[:64] and data[HEADER_SIZE] == 1 and data.endswith(body_of(3, "context-rc2"))
+
+
+@pytest.mark.parametrize(
+    ("recipe", "match"),
+    [
+        ("plada_cnn", "the recipe must be an object"),
+        ({}, "the recipe's model 'None' is not a model name"),
+        ({"model": "bad model"}, "the recipe's model 'bad model' is not a model name"),
+        ({"model": 3}, "the recipe's model '3' is not a model name"),
+        ({"model": "m", "Image": 3}, "recipe key 'Image' is not a lower-case identifier"),
+        ({"model": "m", "x": float("nan")}, "recipe entry 'x' is nan: use a finite number"),
+        ({"model": "m", "x": [1, 2]}, "recipe entry 'x' is a list"),
+        ({"model": "m", "p": {"q": {"r": 1}}}, "recipe entry 'q' is a dict: use a string, a number, a boolean$"),
+        ({"model": "m", "x": "a\nb"}, "recipe entry 'x' .* without control characters"),
+        ({"model": "m", "x": "y" * 101}, "at most 100 characters"),
+        ({"model": "m", **{f"k{i}": i for i in range(16)}}, "an object of 17 entries, more than 16"),
+        ({"model": "m", "p": {f"k{i}": "v" * 90 for i in range(6)}}, "bytes of JSON, more than 512: shorten it"),
+    ],
+)
+def test_encode_rejects_recipes_that_cannot_travel(recipe, match):
+    with pytest.raises(ValueError, match=match):
+        encode(["a", "b", "c"], student_recipe=recipe)
+    with pytest.raises(ValueError, match="travel with the class names"):
+        encode(student_recipe={"model": "m"})
+
+
+HOSTILE_RECIPES = [  # (the recipe line of a section for C = 3, the message)
+    (b"{", "the recipe is not ASCII JSON"),
+    (b'{"model":"m"', "the recipe is not ASCII JSON"),
+    ('{"model":"m\u00e9"}'.encode(), "the recipe is not ASCII JSON"),
+    (b'{"model":"m","x":NaN}', "the recipe is not ASCII JSON \\(NaN is not a number a recipe may hold"),
+    (b'{"model":"m","x":Infinity}', "the recipe is not ASCII JSON"),
+    (b'["model"]', "the recipe must be an object"),
+    (b'{"model":"m","x":{"y":{"z":1}}}', "recipe entry 'y' is a dict"),
+    (b'{"x":1}', "the recipe's model 'None' is not a model name"),
+    (b'{"model":"../etc"}', "the recipe's model '../etc' is not a model name"),
+    (b'{"model":"' + b"m" * 520 + b'"}', "the recipe is 532 bytes, more than 512"),
+]
+
+
+@pytest.mark.parametrize(("line", "match"), HOSTILE_RECIPES)
+def test_hostile_recipes_are_rejected_with_the_problem_named(line, match):
+    data = forge_v2(section(b"\n\n" + line + b"\na\nb\nc"), body_of(), n=50, k=7, c=3, version=3)
+    with pytest.raises(PayloadError, match=f"class-names section: {match}"):
+        read_header(data)
+
+
+def test_a_format_3_section_needs_its_recipe_line():
+    """Format 2 bytes relabelled as format 3: the first name would be read as the recipe, and one name is missing."""
+    with pytest.raises(PayloadError, match="holds 2 class names but the header says C=3"):
+        read_header(forge_v2(section(b"\n\ncat\ndog\nfox"), body_of(), n=50, k=7, c=3, version=3))
+    assert read_header(forge_v2(section(b"\n\n\ncat\ndog\nfox"), body_of(), n=50, k=7, c=3,
+                                version=3))["student_recipe"] is None  # an empty line: no recipe  # fmt: skip

@@ -143,6 +143,29 @@ def test_release_trains_once_per_version(storage_root, tiny_npz, prefect_server,
     assert (meta["model"], meta["preprocess"]) == ("plada_cnn", recipe["preprocess"])
 
 
+def test_a_bare_payload_brings_its_publishers_student(client, tiny_npz, prefect_server, tmp_path, capsys):
+    """Format 3: a client with only the pool and a payload trains the student the publisher measured."""
+    recipe = {"model": "plada_cnn", "preprocess": {"channels": 1, "crop": "content", "image_size": 8}}
+    ref = pool.read_reference(client["pool"])
+    labels = np.load(tiny_npz["pool"].removeprefix("npz:"))["labels"][:100]
+    data = encode_payload(np.arange(100), labels, n_reference=ref["n"], n_classes=10, fingerprint=ref["fingerprint"],
+                          class_names=NAMES, task="digits", version="v3", student_recipe=recipe)  # fmt: skip
+    (tmp_path / "p.plada").write_bytes(data)
+    assert main(["payload", "inspect", str(tmp_path / "p.plada")]) == 0
+    assert json.loads(capsys.readouterr().out)["student_recipe"] == recipe
+    out = tmp_path / "stu"
+    fast = ["--student-epochs", "2", "--student-batch-size", "32"]  # no model and no input of its own
+    assert main(["train-student", "--payload", str(tmp_path / "p.plada"), "--reference-url", client["pool"],
+                 "--out", str(out), *fast]) == 0  # fmt: skip
+    metrics = _last_json(capsys.readouterr().out)
+    assert metrics["student_recipe_from"] == "payload" and metrics["n_train"] == 100
+    _, meta = checkpoints.load_checkpoint(str(out / "student.pt"))
+    assert (meta["model"], meta["preprocess"]) == (recipe["model"], recipe["preprocess"])
+    assert main(["train-student", "--payload", str(tmp_path / "p.plada"), "--reference-url", client["pool"],
+                 "--out", str(tmp_path / "own"), *FAST]) == 0  # fmt: skip
+    assert _last_json(capsys.readouterr().out)["student_recipe_from"] == "request"  # its own input wins
+
+
 def test_a_release_recipe_applies_only_to_a_request_that_chose_no_student():
     recipe = {"model": "plada_effnet_lite0_ml", "preprocess": {"image_size": 64, "channels": 3, "crop": "none"}}
     base = {"release": "r", "reference_url": "p", "out": "o"}

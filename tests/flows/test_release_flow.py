@@ -8,8 +8,9 @@ from flows.params import PublishRequest, ReleaseRequest, RunRequest, StudentReci
 from flows.release import publish_task
 from plada_core.config import to_dict
 from plada_core.images import PreprocessConfig
-from plada_core.io import pool, releases
+from plada_core.io import pool, releases, storage
 from plada_core.io.sources import open_source
+from plada_core.payload import read_header
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,8 @@ def test_release_then_idempotent_rerun(prefect_server, request_for):
     assert latest["version"] == "v1" and latest["payload_url"] == first["payload_url"]
     # the student a client without a preference trains: the one the predicted accuracy was measured with
     assert latest["student_recipe"] == {"model": req.proxy_config().model, "preprocess": to_dict(req.preprocess)}
+    payload = read_header(storage.read_bytes(latest["payload_url"]))
+    assert (payload["format_version"], payload["student_recipe"]) == (3, latest["student_recipe"])  # travels too
     release_file = releases.release_url(req.root_url, "tiny", "v1").removeprefix("file://")
     before = open(release_file).read()
     again = publish_task(req)

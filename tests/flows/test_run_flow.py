@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from pydantic import ValidationError
+
 from flows.params import RunRequest
 from flows.run import plada_run
 from plada_core.images import PreprocessConfig
@@ -11,7 +14,7 @@ from plada_core.io import pool, storage
 from plada_core.payload import decode_payload
 
 
-def _run(tiny_npz, out):
+def _run(tiny_npz, out, **extra):
     return plada_run(
         RunRequest(
             references=[tiny_npz["pool"]],
@@ -23,6 +26,7 @@ def _run(tiny_npz, out):
             keep=0.2,
             preprocess=PreprocessConfig(image_size=8, channels=1),
             shard_size=128,
+            **extra,
         )
     )
 
@@ -57,6 +61,8 @@ def test_auto_is_the_default_and_its_validation_table_is_recorded_everywhere(pre
     selection = json.loads((tmp_path / "run" / "publish" / "selection.json").read_text())
     assert selection["auto_selection"]["candidates"] == auto["candidates"]
     assert {"candidate", "val_acc", "n_kept", "payload_bytes"} <= set(auto["candidates"][0])
+    # the data-pruning selectors whose columns the default scoring pass leaves out are named, not dropped silently
+    assert auto["selectors_left_out"] == {"density_ratio": ["density_ratio"], "reliable": ["label_stable"]}
     manifest = tables.table_metadata(tables.read_table(str(tmp_path / "run" / "publish" / "manifest.parquet")))
     assert manifest["auto_selection"]["winner"] == auto["winner"]
     markdown = (tmp_path / "run" / "report.md").read_text()
@@ -66,6 +72,23 @@ def test_auto_is_the_default_and_its_validation_table_is_recorded_everywhere(pre
     assert leakage["checked"] and leakage["test"]["exact_pairs"] == 0 and "## Leakage" in markdown
     assert leakage["n_excluded"] == leakage["test"]["pool_images_matched"]
     assert {"teacher", "scoring", "auto_selection", "selection"} <= {k.split(".")[-1] for k in report["wall_s"]}
+
+
+def test_the_pruning_columns_put_their_selectors_into_auto(prefect_server, tiny_npz, tmp_path):
+    report = _run(tiny_npz, tmp_path / "run", density_ratio=True, label_stability="shifts")
+    auto = report["auto_selection"]
+    measured = {row["candidate"].split(" ")[0].split("+")[0] for row in auto["candidates"]}
+    assert {"density_ratio", "reliable"} <= measured and auto["selectors_left_out"] == {}
+    assert (tmp_path / "run" / "publish" / "density_ratio.npz").exists()
+
+
+def test_a_selector_without_its_optional_column_is_refused_before_any_work(tmp_path):
+    base = dict(references=["npz:x"], target_train="npz:t", target_test="npz:t", out=str(tmp_path))
+    with pytest.raises(ValidationError, match="--selector density_ratio reads the density_ratio column: add"):
+        RunRequest(**base, selector="density_ratio")
+    with pytest.raises(ValidationError, match="add --label-stability shifts"):
+        RunRequest(**base, selector="reliable")
+    assert RunRequest(**base, selector="reliable", label_stability="shifts").scoring_config().label_stability == "shifts"
 
 
 def test_rerun_resumes_and_reproduces(prefect_server, tiny_npz, tmp_path):

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from plada_core.config import StudentConfig, TeacherConfig
 from plada_core.images import PreprocessConfig
-from plada_core.io import checkpoints, pool, storage, tables
+from plada_core.io import checkpoints, layout, pool, storage, tables
 from plada_core.io.sources import open_source
 from plada_core.payload import PayloadError, read_header
 from plada_core.scoring import ScoringConfig
 from plada_core.selection import SelectionConfig
 from plada_core.training import TrainConfig
 from tasks.reference import build_reference_pool
-from tasks.score import score_shard
+from tasks.score import fit_density_ratio, score_shard
 from tasks.select import select_and_encode
 from tasks.student import train_student
 from tasks.teacher import train_teacher
@@ -47,6 +49,27 @@ def test_scores_cover_the_pool_and_rerun_skips(published):
     stamp = (published["root"] / "scores" / "shard-000000.parquet").stat().st_mtime_ns
     score_shard.fn(first, 100, published["teacher"], str(published["root"]), ScoringConfig())
     assert (published["root"] / "scores" / "shard-000000.parquet").stat().st_mtime_ns == stamp
+
+
+def test_the_pruning_columns_are_fit_once_then_scored_per_shard(published, tmp_path):
+    shards = pool.list_shards(published["ref"])
+    urls = [s["url"] for s in shards]
+    cfg = ScoringConfig(density_ratio=True, label_stability="shifts")
+    with pytest.raises(FileNotFoundError, match="density_ratio.npz does not exist: run fit_density_ratio"):
+        score_shard.fn(urls[0], 100, published["teacher"], str(tmp_path), cfg)
+    ratio_url = fit_density_ratio.fn(urls, 300, published["teacher"], str(tmp_path), cfg)
+    assert ratio_url == layout.density_ratio_url(str(tmp_path)) and storage.exists(ratio_url)
+    stamp = (tmp_path / "density_ratio.npz").stat().st_mtime_ns
+    fit_density_ratio.fn(urls, 300, published["teacher"], str(tmp_path), cfg)  # present: kept, not refit
+    assert (tmp_path / "density_ratio.npz").stat().st_mtime_ns == stamp
+    scored = [score_shard.fn(s["url"], s["n"], published["teacher"], str(tmp_path), cfg) for s in shards]
+    frame = pd.concat([tables.read_frame(u) for u in scored])
+    plain = pd.concat([tables.read_frame(u) for u in published["scores"]])
+    assert {"density_ratio", "label_stable"} <= set(frame.columns) and len(frame) == 300
+    assert frame["label_stable"].between(0, 1).all() and frame["density_ratio"].notna().all()
+    assert np.allclose(frame["energy"], plain["energy"], atol=1e-5)  # the paper's columns do not move
+    meta = tables.table_metadata(tables.read_table(scored[0]))
+    assert (meta["density_ratio"], meta["label_stability"]) == (True, "shifts")
 
 
 def test_corrupt_shard_is_counted_and_fails_the_run_above_the_drop_rate(published, tmp_path):
@@ -104,11 +127,12 @@ def test_the_payload_names_the_teachers_classes_and_the_release(published, tmp_p
     it is; the random baseline's payload carries the same names."""
     common = (published["scores"], published["ref"], published["teacher"])
     names = checkpoints.load_checkpoint(published["teacher"])[1]["class_names"]
+    recipe = {"model": "plada_cnn", "preprocess": {"channels": 1, "crop": "none", "image_size": 16}}
     summary = select_and_encode.fn(*common, str(tmp_path / "sel"), SelectionConfig("energy", keep=0.1), task="tiny",
-                                   version="v3")
+                                   version="v3", student_recipe=recipe)
     decoded = pool.decode_for_pool(storage.read_bytes(summary["payload"]), published["ref"])
     assert (decoded.class_names, decoded.task, decoded.version) == (tuple(names), "tiny", "v3")
-    assert decoded.k == summary["n_kept"] and decoded.format_version == 2
+    assert (decoded.k, decoded.format_version, decoded.student_recipe) == (summary["n_kept"], 3, recipe)
     cfg = dataclasses.replace(SelectionConfig("energy"), selector="random", keep=summary["n_kept"], safety_net=False)
     baseline = select_and_encode.fn(*common, str(tmp_path / "random"), cfg)  # the flows' call: no task, version
     header = read_header(storage.read_bytes(baseline["payload"]))
