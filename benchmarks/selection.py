@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
                                               pruning=args.pruning_columns)  # fmt: skip
         rows += pair_rows
     df = pd.DataFrame(rows)
+    if df.empty:  # every requested run was skipped (the log says why): nothing to tabulate, nothing overwritten
+        print(json.dumps({"out": str(args.out), "rows": 0}))
+        return 0
     write_outputs(df, infos, args.out)
     (args.out / "selection-info.json").write_text(json.dumps(infos, indent=2))
     print(summary_table(df).to_string(index=False))

@@ -53,7 +53,7 @@ def test_the_pruning_columns_mode_measures_density_ratio_and_reliable(tmp_path):
     args = ["--pairs", "tiny", "--selectors", "density_ratio", "reliable", "--keeps", "0.05", "--seeds", "0",
             "--work", str(work), "--out", str(out), "--threads", "1"]  # fmt: skip
     assert main(args) == 0  # without the columns both selectors are skipped, saying why
-    assert not (out / "selection.csv").exists() or pd.read_csv(out / "selection.csv").empty
+    assert not (out / "selection.csv").exists()
     assert main([*args, "--pruning-columns"]) == 0
     df = pd.read_csv(out / "selection.csv")
     assert set(df["selector"]) == {"density_ratio", "reliable"} and (df["n_kept"] == 100).all()
