@@ -209,7 +209,7 @@ def _decode_label(raw: bytes, what: str) -> str | None:
 
 
 def _check_recipe_value(key: str, value, nested: bool) -> None:
-    if isinstance(value, bool) or isinstance(value, int):
+    if isinstance(value, int):  # bool included
         return
     if isinstance(value, float):
         if not math.isfinite(value):

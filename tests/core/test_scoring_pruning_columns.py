@@ -16,7 +16,7 @@ from torch import nn
 from plada_core.images import PreprocessConfig
 from plada_core.models import PladaCNN
 from plada_core.pruning import PRUNING_COLUMNS, density_ratio_scores, label_stability
-from plada_core.relevance import RELEVANCE_COLUMNS, build_bank
+from plada_core.relevance import RELEVANCE_COLUMNS, build_bank, pooled_features
 from plada_core.scoring import SCORE_COLUMNS, ScoringConfig, fit_pool_density_ratio, score_stream
 
 PRE = PreprocessConfig(image_size=8, channels=1)
@@ -68,8 +68,7 @@ def test_the_fitted_ratio_ranks_target_like_pool_images_first(setting):
     assert column.dtype == np.float32 and roc_auc_score(target_like, column) > 0.9
     # the column is density_ratio_scores of the unit embeddings the kNN columns use
     x = _x(np.stack([_decode(data) for _, data in samples]))
-    emb = nn.functional.normalize(model.forward_features(x).mean((2, 3)) if model.forward_features(x).ndim == 4
-                                  else model.forward_features(x), dim=1).detach()  # fmt: skip
+    emb = nn.functional.normalize(pooled_features(model, x)[0], dim=1).detach()
     np.testing.assert_allclose(column, density_ratio_scores(ratio, emb), rtol=1e-4, atol=1e-4)
     again, _ = fit_pool_density_ratio(model, samples[::2], _decode, PRE, ScoringConfig(), bank)
     np.testing.assert_array_equal(again.weight, ratio.weight)  # seeded: the same sample gives the same fit
