@@ -17,7 +17,9 @@ is never reused:
   expired lease is this same step, logged). Held: poll until ``wait_s`` is spent, then raise ``LeaseHeld``.
 - renew (a background thread while the block runs, every ``ttl_s / 3``): create g+1 with a later expiry and the
   same token. Renewing late is harmless: it races a taker-over for g+1 like anyone else.
-- release: create g+1 marked released, so the next acquirer needs no takeover.
+- release: create g+1 marked released, so the next acquirer needs no takeover. Its read-back may already find
+  that acquirer's g+2 (on S3 it can land within the settle): the release still counts, unless the newer record
+  took this holding over (``took_over_from`` names it).
 
 Whoever read g and tries g+1 (acquirers, takers-over, a late renewal) is decided by the store: exactly one
 creation succeeds. A holder that fails to create its next generation has been taken over: it flags the lease
@@ -140,6 +142,15 @@ def _is_free(record: dict | None, now: float) -> bool:
     return record is None or bool(record.get("released")) or float(record["expires_at"]) <= now
 
 
+def _followed_our_release(newest: dict | None, record: dict) -> bool:
+    """Whether ``newest``, a generation above our release ``record``, is a holder that came after that release
+    (it acquired a free lease, or renewed or released such a holding) rather than one that took our holding over."""
+    if newest is None or newest["generation"] <= record["generation"]:
+        return False
+    taken = newest.get("took_over_from") or {}
+    return (taken.get("owner"), taken.get("since")) != (record.get("owner"), record.get("since"))
+
+
 def _advance(url: str, record: dict) -> tuple[bool, dict | None]:
     """Create generation ``record['generation']``; (won, newest record after the read-back)."""
     generation, token = record["generation"], record["token"]
@@ -148,6 +159,10 @@ def _advance(url: str, record: dict) -> tuple[bool, dict | None]:
     if created and settle:
         time.sleep(settle)  # let a racing write that passed the same check land before reading back
     newest = current(url)
+    if created and record.get("released") and _followed_our_release(newest, record):
+        # the next acquirer saw our release and took the free lease inside the settle: the release counts, and
+        # the records below the newest are its to collect
+        return True, newest
     won = newest is not None and newest["generation"] == generation and newest.get("token") == token
     if won and not created and settle:  # an earlier attempt of ours got through: settle as if just created
         time.sleep(settle)

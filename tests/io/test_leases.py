@@ -248,3 +248,36 @@ def test_latest_is_never_torn_while_publishes_alternate(storage_root):
             torn.append(record)
     writer.join(timeout=WAIT)
     assert torn == [] and set(reads) <= {"v1", "v2"}
+
+
+def test_a_release_read_back_that_finds_the_next_holder_already_there_still_counts(tmp_path, monkeypatch):
+    """The next acquirer may see the release and take the free lease before the releaser reads its record back
+    (on S3 the read-back waits ``SETTLE_S``): the releaser must not call that a takeover and fail its block."""
+    url = storage.join(tmp_path.as_uri(), "lease")
+    create_new, followers = storage.create_new, []
+
+    def create_then_let_the_next_acquirer_in(target: str, data: bytes) -> bool:
+        created = create_new(target, data)
+        if created and b'"released": true' in data and not followers:
+            followers.append(leases.acquire(url, "next", ttl_s=30, wait_s=0))  # between create and read-back
+        return created
+
+    monkeypatch.setattr(leases.storage, "create_new", create_then_let_the_next_acquirer_in)
+    with leases.hold(url, "first", ttl_s=30) as lease:
+        pass  # kept() releases here and ends with check(): no LeaseLost
+    assert not lease.lost.is_set() and len(followers) == 1
+    newest = leases.current(url)
+    assert (newest["owner"], newest["token"], newest.get("released")) == ("next", followers[0].record["token"], None)
+    assert followers[0].renew(), "the next holder's lease is untouched"
+    followers[0].release()
+
+
+def test_a_release_after_a_takeover_is_still_lost(tmp_path):
+    url = storage.join(tmp_path.as_uri(), "lease")
+    old = leases.acquire(url, "old", ttl_s=0.3)
+    time.sleep(0.4)
+    new = leases.acquire(url, "new", ttl_s=30)
+    new.renew()  # the taker's record is now above the generation old's release would create
+    old.release()
+    assert old.lost.is_set() and leases.current(url)["token"] == new.record["token"]
+    new.release()
