@@ -53,7 +53,7 @@ def _pack(prep: Prepared, cfg: SelectionConfig):
 
 def auto_choice(prep: Prepared, keep: float, seed: int) -> tuple[SelectionConfig, dict]:
     """What ``--selector auto`` publishes at ``keep``: every candidate of the grid packed, a proxy student (the
-    student recipe for ``AutoConfig().proxy_epochs`` epochs; head-only on the pair's features for a frozen
+    student recipe for ``AutoConfig().proxy_epochs`` epochs, at least ``proxy_min_steps`` steps; head-only on the pair's features for a frozen
     student) trained on each and measured on the validation split the teacher never saw, the best kept
     (``plada_core.proxy.evaluate_candidates``, the composite the publish task runs). Returns the winner's config
     and what the row records of the choice."""
@@ -71,7 +71,8 @@ def auto_choice(prep: Prepared, keep: float, seed: int) -> tuple[SelectionConfig
         return union, prep.x_pool[torch.from_numpy(union)]
 
     choice = evaluate_candidates(candidates, prep.scores, pack, load, prep.x_val, prep.y_val, proxy,
-                                 AutoConfig().proxy_epochs, prep.n_classes, pair.student_input.channels)  # fmt: skip
+                                 AutoConfig().proxy_epochs, prep.n_classes, pair.student_input.channels,
+                                 min_steps=AutoConfig().proxy_min_steps)  # fmt: skip
     record = {"auto_choice": choice.winner.name, "predicted_acc": choice.predicted.value,
               "predicted_se": choice.predicted.se, "auto_trained": len(choice.table),
               "auto_wall_s": round(time.perf_counter() - start, 2)}  # fmt: skip

@@ -34,7 +34,15 @@ from plada_core.models import create_model
 from plada_core.selection import SelectionConfig, resolve_k
 from plada_core.training import TrainConfig, accuracy, train_classifier, train_head
 
-__all__ = ["AutoConfig", "InputLoader", "Packer", "evaluate_candidates", "proxy_student_accuracy", "without_pool_images"]
+__all__ = [
+    "AutoConfig",
+    "InputLoader",
+    "Packer",
+    "evaluate_candidates",
+    "proxy_epochs",
+    "proxy_student_accuracy",
+    "without_pool_images",
+]
 
 Packer = Callable[[SelectionConfig], tuple[np.ndarray, int]]
 """A candidate config → (the pool indices it keeps, its payload bytes)."""
@@ -49,7 +57,10 @@ class AutoConfig:
     The validation split (``plada_core.holdout``) is held out always, fixed selector or ``auto``: the teacher and
     the target bank never see it, so every release can state the accuracy its payload is expected to reach.
     The defaults: 10 % of each class resolves about one point on CIFAR-10 (see ``stratified_holdout``); 5 proxy
-    epochs rank selections the way 30 student epochs do on the demo pairs while costing a sixth; a pHash distance
+    epochs rank selections the way 30 student epochs do on the demo pairs while costing a sixth, but give a
+    selection of a few hundred images only ~35 optimizer steps (digits pair, keep 0.5 %: the proxies predicted
+    3.2 points under the students' accuracy and ranked the wrong selector first), so ``proxy_min_steps`` (200,
+    about the student's 210 steps there) tops small selections up; a pHash distance
     of 6 bits catches re-encoded and rescaled copies and almost nothing else (``plada_core.leakage``).
     """
 
@@ -66,6 +77,12 @@ class AutoConfig:
     proxy_epochs: Annotated[
         int, Field(ge=1, le=1000, description="Epochs of the proxy student trained on each candidate selection.")
     ] = 5
+    proxy_min_steps: Annotated[
+        int,
+        Field(ge=0, le=1_000_000, description="Optimizer steps each proxy student takes at least: a small "
+              "selection trains more than proxy_epochs epochs, up to the student recipe's, so that it is not "
+              "judged under-trained. 0: exactly proxy_epochs."),
+    ] = 200  # fmt: skip
     tie_se: Annotated[
         float,
         Field(ge=0, le=10, description="Candidates within this many standard errors of the best validation "
@@ -108,6 +125,13 @@ def without_pool_images(
     return remaining, cfg
 
 
+def proxy_epochs(n_train: int, batch_size: int, epochs: int, min_steps: int, max_epochs: int) -> int:
+    """Epochs of a proxy student on ``n_train`` images: ``epochs``, or as many more as ``min_steps`` optimizer
+    steps of ``batch_size`` need, but not past ``max_epochs`` (the student recipe's epochs)."""
+    steps_per_epoch = max(1, -(-n_train // batch_size))
+    return max(epochs, min(-(-min_steps // steps_per_epoch), max_epochs))
+
+
 def evaluate_candidates(
     candidates: Sequence[Candidate],
     scores: pd.DataFrame,
@@ -121,9 +145,11 @@ def evaluate_candidates(
     in_chans: int = 3,
     progress: Callable[[str], None] = lambda message: None,
     tie_se: float = AutoConfig.tie_se,
+    min_steps: int = AutoConfig.proxy_min_steps,
 ) -> AutoChoice:
     """Pack every candidate, load the union of their kept images once, train a proxy student per candidate on its
     images labelled with the teacher's ``pred`` (what its payload would carry), and ``choose`` the best.
+    Each proxy trains ``proxy_epochs(n, train_cfg.batch_size, epochs, min_steps, train_cfg.epochs)`` epochs.
 
     A kept image that ``load_inputs`` could not load is left out of that candidate's proxy training, as a client
     would lose it; a candidate with no loadable image scores 0. ``tie_se``: see ``auto_selection.choose``.
@@ -143,14 +169,16 @@ def evaluate_candidates(
         rows = np.searchsorted(present, kept)
         ok = rows < len(present)
         ok[ok] = present[rows[ok]] == kept[ok]
-        acc = 0.0
+        acc, n_epochs = 0.0, 0
         if ok.any():
             labels = torch.tensor(pred_of.loc[kept[ok]].to_numpy(np.int64))
             x = inputs[torch.from_numpy(rows[ok])]
-            acc = proxy_student_accuracy(x, labels, x_val, y_val, train_cfg, epochs, n_classes, in_chans)
+            n_epochs = proxy_epochs(len(labels), train_cfg.batch_size, epochs, min_steps, train_cfg.epochs)
+            acc = proxy_student_accuracy(x, labels, x_val, y_val, train_cfg, n_epochs, n_classes, in_chans)
         wall = pack_s + time.perf_counter() - start
-        progress(f"{c.name}: val acc {acc:.4f} on {len(y_val)} images, {len(kept)} kept, {payload_bytes} bytes")
-        return CandidateResult(acc, len(y_val), len(kept), payload_bytes, wall)
+        progress(f"{c.name}: val acc {acc:.4f} on {len(y_val)} images, {len(kept)} kept, {payload_bytes} bytes, "
+                 f"{n_epochs} proxy epochs")  # fmt: skip
+        return CandidateResult(acc, len(y_val), len(kept), payload_bytes, wall, n_epochs)
 
     return choose(candidates, evaluate, tie_se=tie_se)
 

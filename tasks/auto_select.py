@@ -118,7 +118,8 @@ def auto_select(
     exclude: list[int] | None = None,
 ) -> dict:
     """Measure the candidates (``cfg.selector == "auto"``: the whole grid; else ``cfg`` alone) with proxy students
-    of ``proxy`` for ``auto.proxy_epochs`` epochs on the validation split; write ``auto_selection.json`` and a
+    of ``proxy`` for ``auto.proxy_epochs`` epochs (more for a small selection: ``auto.proxy_min_steps``) on the
+    validation split; write ``auto_selection.json`` and a
     Prefect table artifact. Returns the choice's summary, whose ``config`` is the winning ``SelectionConfig``.
 
     Pool images in ``exclude`` (indices) are never selected, as in ``select_and_encode``. A fixed selector whose
@@ -164,12 +165,14 @@ def auto_select(
     choice = evaluate_candidates(
         candidates, scores, pack, _loader(reference_url, features_from, preprocess, backbone), x_val, y_val, proxy,
         auto.proxy_epochs, len(class_names), in_chans=x.shape[1], progress=logger().info, tie_se=auto.tie_se,
+        min_steps=auto.proxy_min_steps,
     )  # fmt: skip
     summary = {
         **choice.summary(),
         "requested": cfg.selector,
         "selectors_left_out": unusable_selectors(scores.columns) if cfg.selector == AUTO_SELECTOR else {},
-        "proxy": {"model": proxy.model, "epochs": auto.proxy_epochs, "head_only": backbone is not None},
+        "proxy": {"model": proxy.model, "epochs": auto.proxy_epochs, "min_steps": auto.proxy_min_steps,
+                  "max_epochs": proxy.epochs, "head_only": backbone is not None},
         "wall_s": round(time.perf_counter() - start, 2),
     }
     storage.write_json(layout.auto_selection_url(out_url), summary)

@@ -48,7 +48,7 @@ def test_full_grid_has_every_selector_off_and_on_with_the_alpha_grid():
     assert names[:8] == fixed
     assert names[8:11] == ["random+sn(0.5)", "random+sn(0)", "random+sn(1)"]
     assert "knn_sample+sn(0.5)" in names and "auto_energy" not in names  # auto_energy is energy or opposite_energy
-    assert [c.simplicity for c in grid] == [0] + [1] * 7 + [2] * 24
+    assert [c.simplicity for c in grid] == [0] + [1] * 31  # the random baseline, then every other recipe
     sn = {c.name: c.config for c in grid if c.config.safety_net}
     assert sn["knn_cover+sn(0)"] == SelectionConfig("knn_cover", keep=500, safety_net=True, alpha=0.0, seed=3)
     assert all(c.config.keep == 500 and c.config.seed == 3 for c in grid)
@@ -104,15 +104,26 @@ def test_best_accuracy_wins_and_the_table_is_ranked():
     json.dumps(summary)
 
 
-def test_exact_tie_goes_to_the_simpler_candidate():
+def test_exact_tie_goes_to_random_then_to_the_earlier_candidate():
     grid = _grid(["knn+sn(0.5)", "knn", "random"])
     choice = choose(grid, _fake({"knn+sn(0.5)": 0.7, "knn": 0.7, "random": 0.7}), tie_tolerance=0)
     assert choice.winner.name == "random"
     choice = choose(grid, _fake({"knn+sn(0.5)": 0.7, "knn": 0.7, "random": 0.6}), tie_tolerance=0)
-    assert choice.winner.name == "knn"
-    # same simplicity: the earlier candidate
+    assert choice.winner.name == "knn+sn(0.5)"  # the Safety-Net is not ranked more complex: the earlier one
     grid = _grid(["entropy", "energy"])
     assert choose(grid, _fake({"entropy": 0.7, "energy": 0.7})).winner.name == "entropy"
+    assert [c.name for c in candidate_grid(FULL, BASE, selectors=["knn", "random"])][:2] == ["random", "knn"]
+
+
+def test_inside_the_tie_the_best_candidate_wins_unless_random_is_tied():
+    grid = _grid(["random", "knn", "knn_cover", "knn_cover+sn(0.5)"])
+    # 100 validation images at ~0.9: SE 3 points; every non-random candidate is within it of the best
+    acc = {"random": 0.70, "knn": 0.90, "knn_cover": 0.91, "knn_cover+sn(0.5)": 0.93}
+    choice = choose(grid, _fake(acc, n_val=100))
+    assert choice.winner.name == "knn_cover+sn(0.5)"  # not the first registered (knn), not the plain one
+    assert choice.predicted.runner_up_gap == pytest.approx(0.02)
+    acc["random"] = 0.91  # now random is inside the noise of the best: the baseline stands
+    assert choose(grid, _fake(acc, n_val=100)).winner.name == "random"
 
 
 def test_default_tolerance_is_one_standard_error_of_the_best_at_least_one_image():
@@ -134,7 +145,7 @@ def test_a_small_validation_split_keeps_random_unless_a_candidate_is_clearly_bet
     assert choose(grid, _fake(close, n_val=100)).winner.name == "random"
     assert choose(grid, _fake(close, n_val=100), tie_se=0).winner.name == "entropy+sn(0.5)"
     clear = {"random": 0.60, "knn_cover": 0.69, "entropy+sn(0.5)": 0.71}
-    assert choose(grid, _fake(clear, n_val=100)).winner.name == "knn_cover"  # tied with the best, simpler
+    assert choose(grid, _fake(clear, n_val=100)).winner.name == "entropy+sn(0.5)"  # random is out: the best
     assert choose(grid, _fake(close, n_val=5000)).winner.name == "entropy+sn(0.5)"  # SE 0.64: resolved
     with pytest.raises(ValueError, match="tie_se"):
         choose(grid, _fake(close), tie_se=-1)

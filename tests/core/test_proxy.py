@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from plada_core.auto_selection import Candidate, candidate_grid
-from plada_core.proxy import AutoConfig, evaluate_candidates, without_pool_images
+from plada_core.proxy import AutoConfig, evaluate_candidates, proxy_epochs, without_pool_images
 from plada_core.selection import AUTO_SELECTOR, SelectionConfig, get_selector, select
 from plada_core.training import TrainConfig
 
@@ -72,6 +72,19 @@ def test_union_is_loaded_once_and_each_candidate_trains_on_its_own_rows():
     assert all(r["n_kept"] == 8 and r["payload_bytes"] == 108 and r["n_val"] == 20 for r in choice.table)
     assert choice.predicted.value == max(r["val_acc"] for r in choice.table)
     assert seen  # progress was reported
+    # one batch per epoch: the 200-step floor asks for 200 epochs, the recipe's 30 cap it
+    assert {r["proxy_epochs"] for r in choice.table} == {train.epochs} == {30}
+    plain = evaluate_candidates(candidates[:1], scores, pack, load, x_val, y_val, train, 2, 2, min_steps=0)
+    assert plain.table[0]["proxy_epochs"] == 2
+
+
+def test_proxy_epochs_top_up_small_selections_to_the_step_floor_within_the_recipe():
+    assert proxy_epochs(425, 64, 5, 200, 30) == 29  # 7 batches an epoch: 35 steps in 5 epochs
+    assert proxy_epochs(8500, 64, 5, 200, 30) == 5  # 133 batches an epoch: the floor is met already
+    assert proxy_epochs(10, 64, 5, 200, 30) == 30  # one batch an epoch: capped by the student recipe
+    assert proxy_epochs(10, 64, 5, 200, 3) == 5  # never fewer than asked
+    assert proxy_epochs(425, 64, 5, 0, 30) == 5
+    assert proxy_epochs(0, 64, 5, 200, 30) == 30
 
 
 def test_a_candidate_with_no_loadable_image_scores_zero():
@@ -86,7 +99,7 @@ def test_a_candidate_with_no_loadable_image_scores_zero():
 
 
 @pytest.mark.parametrize("bad", [{"val_fraction": 0.0}, {"val_fraction": 0.6}, {"val_min_per_class": 0},
-                                 {"proxy_epochs": 0}, {"max_hamming": 65}])  # fmt: skip
+                                 {"proxy_epochs": 0}, {"max_hamming": 65}, {"proxy_min_steps": -1}])  # fmt: skip
 def test_auto_config_bounds(bad):
     with pytest.raises(ValueError):
         AutoConfig(**bad)
