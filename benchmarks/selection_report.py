@@ -73,7 +73,9 @@ def auto_bar(df: pd.DataFrame, max_keep: float = 0.1) -> pd.DataFrame:
         per_keep = group.groupby(["selector", "keep"])["student_acc"].mean().unstack("selector")
         per_keep = per_keep.dropna(subset=["auto"])  # keeps where auto ran
         mean = per_keep.mean()
-        fixed = mean.drop([c for c in ("auto", "auto_energy") if c in mean.index])
+        fixed = mean.drop([c for c in ("auto", "auto_energy") if c in mean.index]).dropna()
+        if fixed.empty:  # auto rows alone (a re-run of auto): nothing to hold them against here
+            continue
         best = fixed.idxmax()
         auto = group[group["selector"] == "auto"]
         row = {"pair": pair, "keeps": len(per_keep), "seeds": int(auto["seed"].nunique()),

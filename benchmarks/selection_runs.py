@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from benchmarks.selection_prepare import Prepared, frozen_student, prepare_pair, relevance_auroc
-from plada_core.auto_selection import candidate_grid, required_columns
+from plada_core.auto_selection import CHOICE_RULE, candidate_grid, required_columns
 from plada_core.classifier import fit_classifier
 from plada_core.devices import model_device
 from plada_core.models import create_model
@@ -51,6 +51,14 @@ def _pack(prep: Prepared, cfg: SelectionConfig):
     )  # fmt: skip
 
 
+def auto_recipe() -> dict:
+    """What an ``auto`` row's choice depends on besides the pair and the seed: the rule and the proxies' knobs.
+    A finished ``auto`` run recorded under another recipe is run again."""
+    auto = AutoConfig()
+    return {"choice_rule": CHOICE_RULE, "proxy_epochs": auto.proxy_epochs, "proxy_min_steps": auto.proxy_min_steps,
+            "tie_se": auto.tie_se}  # fmt: skip
+
+
 def auto_choice(prep: Prepared, keep: float, seed: int) -> tuple[SelectionConfig, dict]:
     """What ``--selector auto`` publishes at ``keep``: every candidate of the grid packed, a proxy student (the
     student recipe for ``AutoConfig().proxy_epochs`` epochs, at least ``proxy_min_steps`` steps; head-only on the pair's features for a frozen
@@ -75,7 +83,7 @@ def auto_choice(prep: Prepared, keep: float, seed: int) -> tuple[SelectionConfig
                                  min_steps=AutoConfig().proxy_min_steps)  # fmt: skip
     record = {"auto_choice": choice.winner.name, "predicted_acc": choice.predicted.value,
               "predicted_se": choice.predicted.se, "auto_trained": len(choice.table),
-              "auto_wall_s": round(time.perf_counter() - start, 2)}  # fmt: skip
+              "auto_wall_s": round(time.perf_counter() - start, 2), "auto_recipe": auto_recipe()}  # fmt: skip
     return choice.winner.config, record
 
 
@@ -186,9 +194,12 @@ def run_pair(name: str, selectors, keeps, seeds, work: Path, log=print, pruning:
                 if not path.exists() and (missing := missing_columns(prep, selector)):
                     log(f"[{name}] {selector:>12} skipped: the scores have no column {', '.join(missing)}")
                     continue
-                if path.exists():
-                    row = json.loads(path.read_text())
-                else:
+                row = json.loads(path.read_text()) if path.exists() else None
+                if row is not None and selector == AUTO_SELECTOR and row.get("auto_recipe") != auto_recipe():
+                    log(f"[{name}] auto keep {keep} seed {seed}: finished under another choice recipe "
+                        f"({row.get('auto_recipe')}); running it again")  # fmt: skip
+                    row = None
+                if row is None:
                     row = {**run_one(prep, selector, keep, seed, trained), "pair": name}
                     path.write_text(json.dumps(row))
                     log(f"[{name}] {selector:>12} keep {keep:<6} seed {seed}: student {row['student_acc']:.4f} "

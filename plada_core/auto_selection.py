@@ -98,6 +98,11 @@ class Candidate:
     simplicity: int
 
 
+# Bumped whenever ``choose`` picks differently from the same measurements, so that cached choices (the selection
+# harness's finished runs) are recomputed: 1 ranked "no Safety-Net" simpler than "with it"; 2 draws no tier there.
+CHOICE_RULE = 2
+
+
 def _candidate(selector: str, safety_net: bool, alpha: float, base: SelectionConfig) -> Candidate:
     if safety_net:
         return Candidate(f"{selector}+sn({alpha:g})", replace(base, selector=selector, safety_net=True, alpha=alpha), 1)

@@ -7,8 +7,8 @@ import json
 import pandas as pd
 
 from benchmarks.selection import main
-from benchmarks.selection_report import RESULT_COLUMNS, _plot, selector_colours
-from benchmarks.selection_runs import selection_config
+from benchmarks.selection_report import RESULT_COLUMNS, _plot, auto_bar, selector_colours
+from benchmarks.selection_runs import auto_recipe, selection_config
 from plada_core.pairs import BENCH_PAIRS
 
 
@@ -46,6 +46,24 @@ def test_quick_mode_writes_every_output(tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(out / "selection.csv"), before)
     assert main(["--pairs", "tiny", "--collect", "--work", str(work), "--out", str(tmp_path / "c")]) == 0
     assert len(pd.read_csv(tmp_path / "c" / "selection.csv")) == 8
+    # an auto run finished under another choice rule is run again; the other finished runs are kept
+    runs = work / "tiny" / "runs"
+    stale = next(runs.glob("auto-*.json"))
+    row = json.loads(stale.read_text())
+    assert row["auto_recipe"] == auto_recipe()
+    stale.write_text(json.dumps({**row, "auto_recipe": {**row["auto_recipe"], "choice_rule": 1}}))
+    kept = {p.name: p.stat().st_mtime_ns for p in runs.glob("*.json") if p != stale}
+    assert main(["--quick", "--work", str(work), "--out", str(out), "--threads", "1"]) == 0
+    assert json.loads(stale.read_text())["auto_recipe"] == auto_recipe()
+    assert {p.name: p.stat().st_mtime_ns for p in runs.glob("*.json") if p != stale} == kept
+
+
+def test_the_auto_bar_skips_a_table_of_auto_rows_alone():
+    rows = pd.DataFrame({"pair": "p", "selector": "auto", "keep": [0.01, 0.05], "seed": 0, "student_acc": 0.5,
+                         "auto_choice": "random", "predicted_acc": 0.5})  # fmt: skip
+    assert auto_bar(rows).empty
+    fixed = pd.concat([rows, rows.assign(selector="random", student_acc=0.4)], ignore_index=True)
+    assert auto_bar(fixed)["auto_vs_best_pts"].tolist() == [10.0]
 
 
 def test_the_pruning_columns_mode_measures_density_ratio_and_reliable(tmp_path):
