@@ -61,10 +61,10 @@ def auto_recipe() -> dict:
 
 def auto_choice(prep: Prepared, keep: float, seed: int) -> tuple[SelectionConfig, dict]:
     """What ``--selector auto`` publishes at ``keep``: every candidate of the grid packed, a proxy student (the
-    student recipe for ``AutoConfig().proxy_epochs`` epochs, at least ``proxy_min_steps`` steps; head-only on the pair's features for a frozen
-    student) trained on each and measured on the validation split the teacher never saw, the best kept
-    (``plada_core.proxy.evaluate_candidates``, the composite the publish task runs). Returns the winner's config
-    and what the row records of the choice."""
+    student recipe for ``AutoConfig().proxy_epochs`` epochs, at least ``proxy_min_steps`` steps; head-only on the
+    pair's features for a frozen student) trained on each and measured on the validation split the teacher never
+    saw, the best kept (``plada_core.proxy.evaluate_candidates``, the composite the publish task runs). Returns
+    the winner's config and what the row records of the choice."""
     start = time.perf_counter()
     base = SelectionConfig(selector=AUTO_SELECTOR, keep=keep, seed=seed)
     candidates = candidate_grid(prep.scores.columns, base)

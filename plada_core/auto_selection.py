@@ -292,8 +292,9 @@ def choose(
     ``tie_se`` standard errors of the best accuracy, at least one validation image: the "one-standard-error
     rule". A validation split resolves differences of about its SE only (100 images at 70 %: 4.6 points; 5,000
     images: 0.65), and the best of ~26 proxies is the best partly by luck (``PredictedAccuracy.optimism_bound``);
-    so ``auto`` departs from a random pick only when the validation split can tell them apart. Measured on the harness's pair B (100 validation images): with a one-image
-    tolerance ``auto`` chose entropy + Safety-Net at keep 0.5 %, 3.7 points under random on the test split.
+    so ``auto`` departs from a random pick only when the validation split can tell them apart. Measured on the
+    harness's pair B (100 validation images): with a one-image tolerance ``auto`` chose entropy + Safety-Net at
+    keep 0.5 %, 3.7 points under random on the test split.
     The price is up to ``tie_se`` SE of expected accuracy when a complex candidate truly is that much better.
     ``tie_se=0`` (or ``tie_tolerance=1 / n_val``) is the plain "best, ties within one image" rule.
     """
