@@ -119,8 +119,8 @@ def auto_select(
 ) -> dict:
     """Measure the candidates (``cfg.selector == "auto"``: the whole grid; else ``cfg`` alone) with proxy students
     of ``proxy`` for ``auto.proxy_epochs`` epochs (more for a small selection: ``auto.proxy_min_steps``) on the
-    validation split; write ``auto_selection.json`` and a
-    Prefect table artifact. Returns the choice's summary, whose ``config`` is the winning ``SelectionConfig``.
+    validation split; write ``auto_selection.json`` and a Prefect table artifact. Returns the choice's summary,
+    whose ``config`` is the winning ``SelectionConfig``.
 
     Pool images in ``exclude`` (indices) are never selected, as in ``select_and_encode``. A fixed selector whose
     teacher has no validation split (the target split was too small) is returned unmeasured, saying so."""
