@@ -83,7 +83,8 @@ def auto_choice(prep: Prepared, keep: float, seed: int) -> tuple[SelectionConfig
                                  min_steps=AutoConfig().proxy_min_steps)  # fmt: skip
     record = {"auto_choice": choice.winner.name, "predicted_acc": choice.predicted.value,
               "predicted_se": choice.predicted.se, "auto_trained": len(choice.table),
-              "auto_wall_s": round(time.perf_counter() - start, 2), "auto_recipe": auto_recipe()}  # fmt: skip
+              "auto_wall_s": round(time.perf_counter() - start, 2), "auto_recipe": auto_recipe(),
+              "auto_table": choice.table}  # fmt: skip
     return choice.winner.config, record
 
 

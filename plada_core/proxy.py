@@ -19,12 +19,15 @@ models and flags are generated from it).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
+from dataclasses import dataclass
 from typing import Annotated, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
@@ -32,15 +35,16 @@ from plada_core.auto_selection import AutoChoice, Candidate, CandidateResult, ch
 from plada_core.devices import model_device
 from plada_core.models import create_model
 from plada_core.selection import SelectionConfig, resolve_k
-from plada_core.training import TrainConfig, accuracy, train_classifier, train_head
+from plada_core.training import TrainConfig, predict, train_classifier, train_head
 
 __all__ = [
     "AutoConfig",
     "InputLoader",
     "Packer",
+    "ProxyScore",
     "evaluate_candidates",
     "proxy_epochs",
-    "proxy_student_accuracy",
+    "proxy_student_score",
     "without_pool_images",
 ]
 
@@ -169,29 +173,43 @@ def evaluate_candidates(
         rows = np.searchsorted(present, kept)
         ok = rows < len(present)
         ok[ok] = present[rows[ok]] == kept[ok]
-        acc, n_epochs = 0.0, 0
+        score, n_epochs = ProxyScore(0.0, math.nan), 0
         if ok.any():
             labels = torch.tensor(pred_of.loc[kept[ok]].to_numpy(np.int64))
             x = inputs[torch.from_numpy(rows[ok])]
             n_epochs = proxy_epochs(len(labels), train_cfg.batch_size, epochs, min_steps, train_cfg.epochs)
-            acc = proxy_student_accuracy(x, labels, x_val, y_val, train_cfg, n_epochs, n_classes, in_chans)
+            score = proxy_student_score(x, labels, x_val, y_val, train_cfg, n_epochs, n_classes, in_chans)
         wall = pack_s + time.perf_counter() - start
-        progress(f"{c.name}: val acc {acc:.4f} on {len(y_val)} images, {len(kept)} kept, {payload_bytes} bytes, "
-                 f"{n_epochs} proxy epochs")  # fmt: skip
-        return CandidateResult(acc, len(y_val), len(kept), payload_bytes, wall, n_epochs)
+        progress(f"{c.name}: val acc {score.accuracy:.4f} (NLL {score.nll:.4f}) on {len(y_val)} images, "
+                 f"{len(kept)} kept, {payload_bytes} bytes, {n_epochs} proxy epochs")  # fmt: skip
+        return CandidateResult(score.accuracy, len(y_val), len(kept), payload_bytes, wall, n_epochs, score.nll)
 
     return choose(candidates, evaluate, tie_se=tie_se)
 
 
+@dataclass(frozen=True)
+class ProxyScore:
+    """A proxy student on the validation split: its accuracy and its mean negative log-likelihood of the true
+    labels, in nats (NaN when no proxy was trained)."""
+
+    accuracy: float
+    nll: float
+
+    @classmethod
+    def of_logits(cls, logits: torch.Tensor, y: torch.Tensor) -> ProxyScore:
+        logits = logits.float()
+        return cls(float((logits.argmax(1) == y).float().mean()), float(F.cross_entropy(logits, y)))
+
+
 @torch.no_grad()
-def _head_accuracy(model: torch.nn.Module, feats: torch.Tensor, y: torch.Tensor, batch_size: int = 4096) -> float:
+def _head_logits(model: torch.nn.Module, feats: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    model.eval()
     device = model_device(model)
-    pred = torch.cat([model.forward_head(feats[i : i + batch_size].to(device)).argmax(1).cpu()
+    return torch.cat([model.forward_head(feats[i : i + batch_size].to(device)).cpu()
                       for i in range(0, len(feats), batch_size)])  # fmt: skip
-    return float((pred == y).float().mean())
 
 
-def proxy_student_accuracy(
+def proxy_student_score(
     x_train: torch.Tensor,
     y_train: torch.Tensor,
     x_val: torch.Tensor,
@@ -200,8 +218,8 @@ def proxy_student_accuracy(
     epochs: int,
     n_classes: int,
     in_chans: int = 3,
-) -> float:
-    """Validation accuracy of ``train_cfg.model`` trained by the student recipe for ``epochs`` epochs.
+) -> ProxyScore:
+    """Validation accuracy and NLL of ``train_cfg.model`` trained by the student recipe for ``epochs`` epochs.
 
     ``x_*`` are images (N x C x H x W float, as the student sees them) or, for a frozen-backbone model
     (``FrozenEffNetLite0``), that model's features (N x num_features, from ``training.features``): then only
@@ -220,7 +238,7 @@ def proxy_student_accuracy(
     torch.manual_seed(cfg.seed)  # the model's initial weights are part of the recipe, as in fit_classifier
     if x_train.ndim == 4:
         model = create_model(cfg.model, n_classes, in_chans=x_train.shape[1])
-        return accuracy(train_classifier(model, x_train, y_train, cfg, desc="proxy"), x_val, y_val)
+        return ProxyScore.of_logits(predict(train_classifier(model, x_train, y_train, cfg, desc="proxy"), x_val), y_val)
     if x_train.ndim != 2:
         raise ValueError(f"inputs must be images (N x C x H x W) or features (N x F), got shape {tuple(x_train.shape)}")
     model = create_model(cfg.model, n_classes, in_chans=in_chans)
@@ -229,5 +247,4 @@ def proxy_student_accuracy(
             f"features were given, but {cfg.model!r} trains its backbone: pass images, or use a frozen-backbone "
             f"model such as 'plada_effnet_lite0'"
         )
-    return _head_accuracy(train_head(model, x_train, y_train, cfg, desc="proxy"), x_val, y_val)
-
+    return ProxyScore.of_logits(_head_logits(train_head(model, x_train, y_train, cfg, desc="proxy"), x_val), y_val)

@@ -72,11 +72,17 @@ def validation_markdown(auto: dict | None) -> list[str]:
     lines = ["", f"## Selection measured on a held-out validation split ({p['n_val']} images)", "",
              f"Chosen: `{auto['winner']}`; predicted client accuracy {p['value']:.4f} ± {p['se']:.4f} "
              f"(95 % CI {p['ci95'][0]:.4f}–{p['ci95'][1]:.4f}). {p['note'][:1].upper()}{p['note'][1:]}.", "",
-             "| candidate | val acc | ± se | n kept | payload bytes | chosen |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
-    lines += [f"| {r['candidate']} | {r['val_acc']:.4f} | {r['val_acc_se']:.4f} | {r['n_kept']} | "
-              f"{r['payload_bytes']} | {'yes' if r['chosen'] else ''} |" for r in auto["candidates"]]  # fmt: skip
+             "| candidate | val acc | ± se | val NLL | n kept | payload bytes | chosen |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {r['candidate']} | {r['val_acc']:.4f} | {r['val_acc_se']:.4f} | {_nll_cell(r.get('val_nll'))} | "
+              f"{r['n_kept']} | {r['payload_bytes']} | {'yes' if r['chosen'] else ''} |"
+              for r in auto["candidates"]]  # fmt: skip
     return lines
+
+
+def _nll_cell(nll: float | None) -> str:
+    """A summary written before the NLL was recorded has none."""
+    return "–" if nll is None else f"{nll:.4f}"
 
 
 def leakage_markdown(leakage: dict | None) -> list[str]:

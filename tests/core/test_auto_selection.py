@@ -19,7 +19,7 @@ from plada_core.auto_selection import (
     standard_error,
     wilson_interval,
 )
-from plada_core.proxy import proxy_student_accuracy
+from plada_core.proxy import proxy_student_score
 from plada_core.relevance import RELEVANCE_COLUMNS
 from plada_core.scoring import SCORE_COLUMNS
 from plada_core.selection import SELECTORS, SelectionConfig
@@ -70,11 +70,13 @@ def test_grid_follows_the_available_columns():
     assert [c.name for c in custom] == ["random", "knn", "random+sn(0.25)", "random+sn(0)", "knn+sn(0.25)", "knn+sn(0)"]
 
 
-def _fake(accuracies: dict[str, float], n_val: int = 1000, calls: list | None = None):
+def _fake(accuracies: dict[str, float], n_val: int = 1000, calls: list | None = None, nll: dict | None = None):
     def evaluate(c: Candidate) -> CandidateResult:
         if calls is not None:
             calls.append(c.name)
-        return CandidateResult(accuracies[c.name], n_val, n_kept=500, payload_bytes=700 + len(c.name), wall_s=0.5)
+        val_nll = (nll or {}).get(c.name, math.nan)
+        return CandidateResult(accuracies[c.name], n_val, n_kept=500, payload_bytes=700 + len(c.name), wall_s=0.5,
+                               val_nll=val_nll)  # fmt: skip
 
     return evaluate
 
@@ -113,6 +115,28 @@ def test_exact_tie_goes_to_random_then_to_the_earlier_candidate():
     grid = _grid(["entropy", "energy"])
     assert choose(grid, _fake({"entropy": 0.7, "energy": 0.7})).winner.name == "entropy"
     assert [c.name for c in candidate_grid(FULL, BASE, selectors=["knn", "random"])][:2] == ["random", "knn"]
+
+
+def test_equal_accuracies_go_to_the_lower_validation_nll():
+    grid = _grid(["knn", "knn_cover", "knn_cover+sn(0.5)", "random"])
+    acc = {"knn": 0.9, "knn_cover": 0.9, "knn_cover+sn(0.5)": 0.9, "random": 0.5}
+    nll = {"knn": 0.40, "knn_cover": 0.31, "knn_cover+sn(0.5)": 0.35}
+    choice = choose(grid, _fake(acc, nll=nll), tie_tolerance=0)
+    assert choice.winner.name == "knn_cover"  # not the first registered
+    assert [r["candidate"] for r in choice.table] == ["knn_cover", "knn_cover+sn(0.5)", "knn", "random"]
+    assert [r["val_nll"] for r in choice.table[:3]] == [0.31, 0.35, 0.40] and choice.table[3]["val_nll"] is None
+    # accuracy first: a lower NLL never outranks a higher accuracy
+    acc["knn"] = 0.91
+    assert choose(grid, _fake(acc, nll=nll), tie_tolerance=0).winner.name == "knn"
+    # an unrecorded NLL ranks last among equals; none recorded: the earlier candidate, as before
+    acc["knn"] = 0.9
+    assert choose(grid, _fake(acc, nll={"knn_cover+sn(0.5)": 2.0}), tie_tolerance=0).winner.name == "knn_cover+sn(0.5)"
+    assert choose(grid, _fake(acc), tie_tolerance=0).winner.name == "knn"
+    # a tied random still stands, whatever the others' NLL
+    acc["random"] = 0.9
+    assert choose(grid, _fake(acc, nll=nll), tie_tolerance=0).winner.name == "random"
+    with pytest.raises(ValueError, match="val_nll"):
+        CandidateResult(0.5, 10, 1, 1, 0.0, val_nll=-0.1)
 
 
 def test_inside_the_tie_the_best_candidate_wins_unless_random_is_tied():
@@ -223,9 +247,20 @@ def test_proxy_student_learns_and_is_deterministic(one_thread):
     x, y = _bars(128, seed=0)
     xv, yv = _bars(64, seed=1)
     cfg = TrainConfig(model="plada_cnn", batch_size=32, shift=0.0, device="cpu", seed=0)
-    acc = proxy_student_accuracy(x, y, xv, yv, cfg, epochs=3, n_classes=2)
-    assert acc >= 0.9
-    assert proxy_student_accuracy(x, y, xv, yv, cfg, epochs=3, n_classes=2) == acc
+    score = proxy_student_score(x, y, xv, yv, cfg, epochs=3, n_classes=2)
+    assert score.accuracy >= 0.9
+    assert 0 < score.nll < math.log(2)  # better than a uniform guess over the two classes
+    assert proxy_student_score(x, y, xv, yv, cfg, epochs=3, n_classes=2) == score
+
+
+def test_proxy_score_of_logits():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.0]])
+    y = torch.tensor([0, 1, 1])
+    score = proxy.ProxyScore.of_logits(logits, y)
+    assert score.accuracy == pytest.approx(2 / 3)
+    expected = -np.mean([math.log(math.exp(2) / (math.exp(2) + 1)), math.log(math.e / (math.e + 1)),
+                         math.log(1 / (math.exp(3) + 1))])  # fmt: skip
+    assert score.nll == pytest.approx(expected)
 
 
 def test_proxy_weights_start_from_the_seed_not_from_what_ran_before(monkeypatch, one_thread):
@@ -236,7 +271,7 @@ def test_proxy_weights_start_from_the_seed_not_from_what_ran_before(monkeypatch,
     monkeypatch.setattr(proxy, "create_model", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
     for noise in (1, 2):
         torch.manual_seed(noise)
-        proxy_student_accuracy(x, y, x, y, cfg, epochs=1, n_classes=2)
+        proxy_student_score(x, y, x, y, cfg, epochs=1, n_classes=2)
     first, second = (m.state_dict() for m in made)
     assert all(torch.equal(first[k], second[k]) for k in first)
 
@@ -268,17 +303,17 @@ def test_proxy_student_trains_only_the_head_on_features(monkeypatch, one_thread)
     feats = centres[y] + 0.3 * torch.randn(90, 4, generator=gen)
     feats_val = centres[yv] + 0.3 * torch.randn(60, 4, generator=gen)
     cfg = TrainConfig(model="plada_effnet_lite0", batch_size=16, lr=0.05, device="cpu")
-    assert proxy_student_accuracy(feats, y, feats_val, yv, cfg, epochs=5, n_classes=3) >= 0.95
+    assert proxy_student_score(feats, y, feats_val, yv, cfg, epochs=5, n_classes=3).accuracy >= 0.95
     assert made == [("plada_effnet_lite0", 3, 3)]
 
 
 def test_proxy_student_rejects_features_for_a_trainable_backbone():
     cfg = TrainConfig(model="plada_cnn", device="cpu")
     with pytest.raises(ValueError, match="trains its backbone"):
-        proxy_student_accuracy(torch.zeros(4, 8), torch.zeros(4, dtype=torch.long), torch.zeros(2, 8),
+        proxy_student_score(torch.zeros(4, 8), torch.zeros(4, dtype=torch.long), torch.zeros(2, 8),
                                torch.zeros(2, dtype=torch.long), cfg, epochs=1, n_classes=2)  # fmt: skip
     with pytest.raises(ValueError, match="differ in shape"):
-        proxy_student_accuracy(torch.zeros(4, 8), torch.zeros(4, dtype=torch.long), torch.zeros(2, 9),
+        proxy_student_score(torch.zeros(4, 8), torch.zeros(4, dtype=torch.long), torch.zeros(2, 9),
                                torch.zeros(2, dtype=torch.long), cfg, epochs=1, n_classes=2)  # fmt: skip
 
 

@@ -71,6 +71,7 @@ def test_union_is_loaded_once_and_each_candidate_trains_on_its_own_rows():
     assert {r["candidate"] for r in choice.table} == {c.name for c in candidates}
     assert all(r["n_kept"] == 8 and r["payload_bytes"] == 108 and r["n_val"] == 20 for r in choice.table)
     assert choice.predicted.value == max(r["val_acc"] for r in choice.table)
+    assert all(r["val_nll"] > 0 for r in choice.table)  # recorded for every trained proxy
     assert seen  # progress was reported
     # one batch per epoch: the 200-step floor asks for 200 epochs, the recipe's 30 cap it
     assert {r["proxy_epochs"] for r in choice.table} == {train.epochs} == {30}
@@ -95,7 +96,7 @@ def test_a_candidate_with_no_loadable_image_scores_zero():
         lambda union: (np.empty(0, np.int64), torch.zeros(0, 1, 4, 4)),
         torch.zeros(3, 1, 4, 4), torch.zeros(3, dtype=torch.long), TrainConfig(device="cpu"), 1, 2,
     )  # fmt: skip
-    assert choice.table[0]["val_acc"] == 0.0
+    assert choice.table[0]["val_acc"] == 0.0 and choice.table[0]["val_nll"] is None
 
 
 @pytest.mark.parametrize("bad", [{"val_fraction": 0.0}, {"val_fraction": 0.6}, {"val_min_per_class": 0},
