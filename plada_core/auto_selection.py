@@ -99,9 +99,10 @@ class Candidate:
 
 
 # Bumped whenever ``choose`` picks differently from the same measurements, so that cached choices (the selection
-# harness's finished runs) are recomputed: 1 ranked "no Safety-Net" simpler than "with it"; 2 draws no tier there;
-# 3 breaks accuracy ties by the validation log-likelihood instead of by registration order.
-CHOICE_RULE = 3
+# harness's finished runs) are recomputed: 1 ranked "no Safety-Net" simpler than "with it"; 2 draws no tier there.
+# (A rule 3 broke accuracy ties by the validation NLL: on the digits pair it changed 2 of 12 choices, both to
+# students 1-2 test images worse, -0.03 point in the mean; not adopted. benchmarks/results/selection-nll-tiebreak-A.csv)
+CHOICE_RULE = 2
 
 
 def _candidate(selector: str, safety_net: bool, alpha: float, base: SelectionConfig) -> Candidate:
@@ -143,7 +144,7 @@ class CandidateResult:
     """What ``evaluate`` measured for one candidate: the proxy student's accuracy on ``n_val`` validation
     images, the selection's size and payload bytes, the seconds the evaluation took, the epochs its proxy
     trained (0: not recorded) and the proxy's mean negative log-likelihood of the validation labels, in nats
-    (NaN: not recorded; ranks candidates of equal accuracy, see ``choose``)."""
+    (NaN: not recorded; reported, not ranked on: see ``choose``)."""
 
     val_acc: float
     n_val: int
@@ -226,7 +227,7 @@ class PredictedAccuracy:
 
 @dataclass(frozen=True)
 class AutoChoice:
-    """``table``: one row per candidate, best validation accuracy first (ties: random, then lower NLL, then earlier);
+    """``table``: one row per candidate, best validation accuracy first (ties: random, then earlier);
     ``winner`` and its ``result``; ``predicted`` client accuracy; ``tie_tolerance`` as applied; ``skipped``: the
     alpha refinements the staged search did not train."""
 
@@ -270,15 +271,10 @@ def _evaluate_staged(candidates, evaluate, refine_top: int | None) -> dict[int, 
         chosen = set(refinements.values())
     else:
         base = [i for i in results if candidates[i].config.safety_net]
-        base.sort(key=lambda i: (-results[i].val_acc, _nll(results[i]), i))
+        base.sort(key=lambda i: (-results[i].val_acc, i))
         chosen = {candidates[i].config.selector for i in base[:refine_top]}
     results.update({i: evaluate(candidates[i]) for i, sel in refinements.items() if sel in chosen})
     return results
-
-
-def _nll(r: CandidateResult) -> float:
-    """The validation NLL as a sort key: not recorded ranks last."""
-    return math.inf if math.isnan(r.val_nll) else r.val_nll
 
 
 def choose(
@@ -296,13 +292,12 @@ def choose(
     against itself. Candidates not evaluated are listed in ``AutoChoice.skipped``.
 
     Candidates within ``tie_tolerance`` of the best accuracy count as tied; among them the lowest
-    ``simplicity`` wins (a plain ``random`` pick), else the best accuracy; equal accuracies go to the lower
-    validation NLL (``CandidateResult.val_nll``), then to the earliest in ``candidates``. So ``auto`` keeps the
-    random baseline unless the best candidate beats it by more than the tolerance, and then takes the best
-    measured candidate. Why the NLL: on a small validation split accuracies move in steps of one image, and
-    several candidates can share the top step; the NLL is
-    continuous, measured by the same proxies on the same images, and separates them by how confidently right
-    each proxy is, where registration order carries no information at all. ``None`` (the default) means
+    ``simplicity`` wins (a plain ``random`` pick), else the best accuracy, then the earliest in ``candidates``.
+    So ``auto`` keeps the random baseline unless the best candidate beats it by more than the tolerance, and
+    then takes the best measured candidate. The validation NLL (``CandidateResult.val_nll``) is recorded, not
+    ranked on: breaking equal accuracies by it was measured on the digits pair (90 validation images, the top
+    step shared in 4 of 12 runs) and changed 2 of 12 choices, both for slightly worse students (-0.03 point in
+    the mean). ``None`` (the default) means
     ``tie_se`` standard errors of the best accuracy, at least one validation image: the "one-standard-error
     rule". A validation split resolves differences of about its SE only (100 images at 70 %: 4.6 points; 5,000
     images: 0.65), and the best of ~26 proxies is the best partly by luck (``PredictedAccuracy.optimism_bound``);
@@ -320,7 +315,7 @@ def choose(
     positions = sorted(by_position)
     results = [by_position[i] for i in positions]
     evaluated = [candidates[i] for i in positions]
-    best = min(range(len(results)), key=lambda i: (-results[i].val_acc, evaluated[i].simplicity, _nll(results[i]), i))
+    best = max(range(len(results)), key=lambda i: (results[i].val_acc, -evaluated[i].simplicity, -i))
     if not tie_se >= 0:
         raise ValueError(f"tie_se must be >= 0, got {tie_se!r}")
     top = results[best]
@@ -330,10 +325,8 @@ def choose(
         raise ValueError(f"tie_tolerance must be >= 0 or None (tie_se standard errors), got {tie_tolerance!r}")
     # 1e-9: accuracies are counts / n_val, and "one image behind" must not hinge on how 0.701 - 0.001 rounds
     tied = [i for i, r in enumerate(results) if r.val_acc >= results[best].val_acc - tol - 1e-9]
-    win = min(tied, key=lambda i: (evaluated[i].simplicity, -results[i].val_acc, _nll(results[i]), i))
-    order = sorted(
-        range(len(results)), key=lambda i: (-results[i].val_acc, evaluated[i].simplicity, _nll(results[i]), i)
-    )
+    win = min(tied, key=lambda i: (evaluated[i].simplicity, -results[i].val_acc, i))
+    order = sorted(range(len(results)), key=lambda i: (-results[i].val_acc, evaluated[i].simplicity, i))
     table = [_row(evaluated[i], results[i], chosen=i == win) for i in order]
     skipped = [c.name for i, c in enumerate(candidates) if i not in by_position]
     return AutoChoice(table, evaluated[win], results[win], _predict(results, win), tol, skipped)

@@ -4,8 +4,16 @@
 images only. It reads only the pool shards that hold selected images, each once per epoch, in a per-epoch shuffled
 order, split across DataLoader workers (``plada_core.io.shard_stream`` has the mechanics: ``set_epoch``,
 ``loader``, drop counting across worker processes). Its shuffle buffer holds *encoded* images, decoded and
-preprocessed only as they leave it, so memory is the plan (two int64 per selected image) plus ``shuffle_buffer``
+preprocessed only as they leave it, so memory is the plan (four int64 per selected image) plus ``shuffle_buffer``
 encoded images, whatever k.
+
+Reading only what is selected. The first read of a shard parses the whole tar (``iter_shard_located``) and notes
+where each selected image's bytes lie; every later epoch fetches just those byte ranges (``read_members``: one
+ranged read per run of nearby images). A payload keeping 1 % of a pool so reads about 1 % of it per epoch after
+the first, instead of every shard whole; tar parsing and the index JSON of the unselected samples are skipped too.
+The ranges live on the stream (learned in DataLoader workers too: they come back with the batches,
+``ShardStream.shard_state``). A ranged read that fails or finds no image where one was is answered by a full read
+of the shard, which learns its ranges afresh; nothing is lost by it.
 
 Drops (``DropCounts``): ``missing_from_index`` (the pool's ``index.parquet`` does not list them; known up front, in
 ``stream.missing_from_index``), ``unreadable`` (their shard did not yield them: missing, truncated or corrupt shard,
@@ -22,8 +30,9 @@ import torch
 
 from plada_core.images import PreprocessConfig, preprocess
 from plada_core.io import storage
-from plada_core.io.pool import ReadStats, iter_shard, read_index, read_reference
+from plada_core.io.pool import ReadStats, read_index, read_reference
 from plada_core.io.shard_stream import Batch, DropCounts, ShardStream, StreamLoader
+from plada_core.io.tar_stream import iter_shard_located, read_members
 from plada_core.payload import Payload
 
 try:  # decode_image is moving from the storage layer to plada_core.images
@@ -57,6 +66,15 @@ class PayloadStream(ShardStream):
         self._starts = starts[in_pool_order]
         super().__init__(names[in_pool_order].tolist(), sizes[in_pool_order], seed, shuffle_buffer)
         self.missing_from_index = wanted[~listed]
+        self._located: dict[str, np.ndarray] = {}  # shard → (offset, length) of each wanted image, in index order
+        self.ranged_fallbacks = 0  # ranged reads answered by a full read (in this process)
+
+    def shard_state(self, shard: str) -> np.ndarray | None:
+        """Where the shard's selected images lie (n x 2 int64: offset, length), once a full read found them all."""
+        return self._located.get(shard)
+
+    def set_shard_state(self, shard: str, state: np.ndarray) -> None:
+        self._located[shard] = state
 
     def only(self, shards: Iterable[str]) -> PayloadStream:
         """A copy restricted to the pool shards named in ``shards`` (e.g. those a cache still lacks)."""
@@ -76,18 +94,36 @@ class PayloadStream(ShardStream):
         return storage.join(self.reference_url, shard)
 
     def _read_shard(self, s: int, drops: DropCounts) -> Iterator[tuple[bytes, int, int]]:
-        url = self.shard_url(self.shards[s])
-        wanted, labels = self.wanted(self.shards[s])
+        shard = self.shards[s]
+        url = self.shard_url(shard)
+        wanted, labels = self.wanted(shard)
         got = np.zeros(len(wanted), bool)
+        located = self._located.pop(shard, None)  # back below once a read found every image where it said
+        if located is not None:
+            try:
+                for p, data in enumerate(read_members(url, located[:, 0], located[:, 1])):
+                    got[p] = True
+                    yield data, int(labels[p]), int(wanted[p])
+                self._located[shard] = located
+                return
+            except (OSError, ValueError) as exc:  # gone, moved or rewritten: the full read below says what is lost
+                self.ranged_fallbacks += 1
+                drops.note("ranged_read_failed", f"{url}: {type(exc).__name__}: {exc}; read the shard whole")
+        located = np.full((len(wanted), 2), -1, dtype=np.int64)
         for _ in range(2):  # a second read only when storage failed mid-read after its own retries
             stats = ReadStats()
-            for index, data in iter_shard(url, stats):
+            for index, data, offset in iter_shard_located(url, stats):
                 p = int(np.searchsorted(wanted, index))
-                if p < len(wanted) and wanted[p] == index and not got[p]:
-                    got[p] = True
-                    yield data, int(labels[p]), index
+                if p < len(wanted) and wanted[p] == index:
+                    located[p] = offset, len(data)
+                    if not got[p]:
+                        got[p] = True
+                        yield data, int(labels[p]), index
             if got.all() or not stats.transient:
                 break
+        # ascending offsets: pool shards hold their samples in index order; a shard that does not is read whole
+        if (located[:, 0] >= 0).all() and np.all(np.diff(located[:, 0]) > 0):
+            self._located[shard] = located
         lost = int(len(got) - got.sum())
         if lost:  # the reader's events explain the loss; without a loss they concern unselected samples only
             drops.unreadable += lost

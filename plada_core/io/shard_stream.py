@@ -80,12 +80,14 @@ class DropCounts:
 @dataclass
 class Batch:
     """Up to ``batch_size`` samples (``x``, ``y``, their pool ``index``), and ``done``: the shards whose every
-    sample is in this batch or an earlier one, with their drop counts. ``x`` is None when the batch is empty."""
+    sample is in this batch or an earlier one, with their drop counts, and ``states``: what the worker learned
+    about those shards (``ShardStream.shard_state``). ``x`` is None when the batch is empty."""
 
     x: torch.Tensor | None
     y: torch.Tensor
     index: torch.Tensor
     done: dict[str, DropCounts] = field(default_factory=dict)
+    states: dict[str, object] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -95,23 +97,26 @@ class Batch:
         return replace(self, x=x, y=self.y.pin_memory(), index=self.index.pin_memory())
 
     @staticmethod
-    def collate(samples: list[tuple[torch.Tensor, int, int]], done: dict[str, DropCounts]) -> Batch:
+    def collate(samples: list[tuple[torch.Tensor, int, int]], done: dict[str, DropCounts],
+                states: dict[str, object] | None = None) -> Batch:  # fmt: skip
         x = torch.stack([s[0] for s in samples]) if samples else None
         y = torch.tensor([s[1] for s in samples], dtype=torch.long)
-        return Batch(x, y, torch.tensor([s[2] for s in samples], dtype=torch.long), done)
+        return Batch(x, y, torch.tensor([s[2] for s in samples], dtype=torch.long), done, states or {})
 
     @staticmethod
     def cat(batches: list[Batch]) -> Batch:
         done: dict[str, DropCounts] = {}
+        states: dict[str, object] = {}
         for b in batches:
             done.update(b.done)
+            states.update(b.states)
         xs = [b.x for b in batches if b.x is not None]
         return Batch(torch.cat(xs) if xs else None, torch.cat([b.y for b in batches]),
-                     torch.cat([b.index for b in batches]), done)
+                     torch.cat([b.index for b in batches]), done, states)
 
     def split(self, n: int) -> tuple[Batch, Batch]:
-        """The first ``n`` samples (with every ``done`` shard) and the rest."""
-        head = Batch(self.x[:n], self.y[:n], self.index[:n], self.done)
+        """The first ``n`` samples (with every ``done`` shard and its state) and the rest."""
+        head = Batch(self.x[:n], self.y[:n], self.index[:n], self.done, self.states)
         return head, Batch(self.x[n:], self.y[n:], self.index[n:])
 
 
@@ -205,6 +210,15 @@ class ShardStream(IterableDataset):
             else:
                 yield sample[0], sample[1]
 
+    def shard_state(self, shard: str) -> object | None:
+        """What reading ``shard`` taught this stream that makes the next read cheaper (None: nothing), e.g. where
+        its samples lie. DataLoader workers hand theirs back with the batches, and the loader calls
+        ``set_shard_state`` on the caller's stream, so later epochs' workers start from it."""
+        return None
+
+    def set_shard_state(self, shard: str, state: object) -> None:
+        """Take over a ``shard_state`` learned elsewhere (another worker process)."""
+
     def loader(self, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
                prefetch_batches: int = 0) -> StreamLoader:  # fmt: skip
         return StreamLoader(self, batch_size, num_workers, pin_memory, prefetch_batches)
@@ -223,17 +237,19 @@ class _WorkerBatches(IterableDataset):
         self.stream, self.batch_size = stream, batch_size
 
     def __iter__(self) -> Iterator[Batch]:
-        samples, done = [], {}
+        samples, done, states = [], {}, {}
         for sample, shard, drops in self.stream._events():
             if sample is None:
                 done[shard] = drops
+                if (state := self.stream.shard_state(shard)) is not None:
+                    states[shard] = state
                 continue
             samples.append(sample)
             if len(samples) == self.batch_size:
-                yield Batch.collate(samples, done)
-                samples, done = [], {}
+                yield Batch.collate(samples, done, states)
+                samples, done, states = [], {}, {}
         if samples or done:
-            yield Batch.collate(samples, done)
+            yield Batch.collate(samples, done, states)
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
@@ -287,6 +303,8 @@ class StreamLoader:
             for shard, drops in chunk.done.items():
                 self.drops.add(drops)
                 self.done.append(shard)
+            for shard, state in chunk.states.items():
+                self.stream.set_shard_state(shard, state)
             yield chunk
 
     def __iter__(self) -> Iterator[Batch]:

@@ -29,12 +29,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import numpy as np
 from webdataset.tariterators import base_plus_ext
 
 from plada_core.images import IMAGE_MAGIC
 from plada_core.io import storage
 
-__all__ = ["ReadStats", "TruncatedShard", "iter_shard"]
+__all__ = ["ReadStats", "TruncatedShard", "iter_shard", "iter_shard_located", "read_members"]
 
 
 @dataclass
@@ -80,6 +81,8 @@ _EXTENDED = frozenset(b"xXgLK")  # pax (X: Solaris), global pax, GNU long name a
 _COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 _META = re.compile(r"__[^/]*__($|/)")  # webdataset's skip_meta: "__…__" entries are not sample files
 _CUT = "the samples after the cut are lost. Rewrite the shard from its sources."
+_COALESCE_GAP = 256 << 10  # read_members: skipping less than this costs more in requests than it saves in bytes
+_IMAGE_STARTS = tuple(IMAGE_MAGIC.values())
 
 
 def _number(field: bytes, what: str, url: str, offset: int) -> int:
@@ -140,8 +143,9 @@ def _pax_overrides(data: bytes, url: str, offset: int) -> tuple[str | None, int 
     return path, size
 
 
-def _tar_files(stream, url: str) -> Iterator[tuple[str, bytes]]:
-    """``(name, data)`` of every regular file of a tar stream, in order, parsed from the 512-byte headers.
+def _tar_files(stream, url: str) -> Iterator[tuple[str, bytes, int]]:
+    """``(name, data, offset of data in the stream)`` of every regular file of a tar stream, in order, parsed from
+    the 512-byte headers.
 
     Reads the stream in 1 MiB chunks and slices members out of that buffer. Follows tarfile where it matters
     here: pax ``path``/``size`` and GNU long names, ustar name prefixes, octal or base-256 numbers, unsigned or
@@ -234,21 +238,22 @@ def _tar_files(stream, url: str) -> Iterator[tuple[str, bytes]]:
         name_override = size_override = None
         if kind in _REGULAR:
             if not (kind == 0 and name.endswith("/")):  # old tars mark a directory by its trailing slash alone
-                yield name, data
+                yield name, data, offset + _BLOCK  # a member's data follows its header block
             if cut:
                 raise TruncatedShard(f"{url} ends in the padding of the member at offset {offset}; {_CUT}")
         elif kind == ord("S"):
             raise tarfile.ReadError(f"{url}: GNU sparse member {name!r} at offset {offset}; pool shards hold none")
 
 
-def _samples(url: str, stats: ReadStats) -> Iterator[dict]:
+def _samples(url: str, stats: ReadStats, offsets: bool = False) -> Iterator[dict]:
     """The shard's samples as webdataset groups them (``{"__key__": key, suffix: bytes, …}``); every problem is
     recorded in ``stats``, and the stream is always closed.
 
     Grouping follows ``webdataset.tariterators.group_by_keys``: consecutive files with the same key (the name up
     to the first dot of its last component, ``base_plus_ext``) form a sample, suffixes are lower-cased,
     ``__…__`` entries are skipped, a repeated suffix within a sample is counted and dropped, and the sample in
-    progress when a read fails is still yielded (its image may be missing: ``iter_shard`` counts that)."""
+    progress when a read fails is still yielded (its image may be missing: ``iter_shard`` counts that).
+    ``offsets``: each sample also maps ``"__offsets__"`` to ``{suffix: offset of that file's data in the shard}``."""
     try:
         stream = storage.open_read(url, block_size=8 << 20)
     except FileNotFoundError:
@@ -259,7 +264,7 @@ def _samples(url: str, stats: ReadStats) -> Iterator[dict]:
         return
     current = None
     try:
-        for name, data in _tar_files(stream, url):
+        for name, data, offset in _tar_files(stream, url):
             if name.startswith("__") and (("/" not in name and name.endswith("__")) or _META.match(name)):
                 continue
             key, suffix = base_plus_ext(name)
@@ -269,11 +274,13 @@ def _samples(url: str, stats: ReadStats) -> Iterator[dict]:
             if current is None or key != current["__key__"]:
                 if current is not None:
                     yield current
-                current = {"__key__": key}
+                current = {"__key__": key, "__offsets__": {}} if offsets else {"__key__": key}
             if suffix in current:
                 stats.handler(ValueError(f"{name}: duplicate file name in tar file {url}"))
                 continue
             current[suffix] = data
+            if offsets:
+                current["__offsets__"][suffix] = offset
     except Exception as exc:  # noqa: BLE001 - truncated, corrupt or a read that failed after retries: count it
         stats.handler(exc)
     finally:
@@ -289,7 +296,18 @@ def iter_shard(url: str, stats: ReadStats) -> Iterator[tuple[int, bytes]]:
     ``undecodable_image``; bytes with a valid header but broken pixel data still reach the caller, whose
     decoder must count them.
     """
-    for sample in _samples(url, stats):
+    for index, image, _ in _iter_shard(url, stats, offsets=False):
+        yield index, image
+
+
+def iter_shard_located(url: str, stats: ReadStats) -> Iterator[tuple[int, bytes, int]]:
+    """``iter_shard`` plus where each image's bytes lie in the shard: ``(index, image bytes, byte offset)``, so
+    that a later pass can fetch just those bytes (``read_members``)."""
+    return _iter_shard(url, stats, offsets=True)
+
+
+def _iter_shard(url: str, stats: ReadStats, offsets: bool) -> Iterator[tuple[int, bytes, int]]:
+    for sample in _samples(url, stats, offsets):
         ext = "png" if "png" in sample else "jpg"
         image = sample.get(ext)
         try:
@@ -304,4 +322,29 @@ def iter_shard(url: str, stats: ReadStats) -> Iterator[tuple[int, bytes]]:
             stats.record("undecodable_image", f"UndecodableImage: sample {sample.get('__key__')!r} (index {index}) "
                          f"in {url}: {len(image)} bytes starting {bytes(image[:8])!r} are not a {ext.upper()}")
             continue
-        yield index, image
+        yield index, image, sample["__offsets__"][ext] if offsets else -1
+
+
+def read_members(url: str, offsets: np.ndarray, lengths: np.ndarray, max_gap: int = _COALESCE_GAP) -> Iterator[bytes]:
+    """The bytes at ``offsets[i]`` (``lengths[i]`` long) of the shard at ``url``, in the given order, which must be
+    ascending: one ranged read per run of members no more than ``max_gap`` bytes apart, so a dense selection
+    reads its shard in one request and a sparse one skips what it does not need.
+
+    Every image must start like a PNG or JPEG: anything else means the shard is not the one the offsets were
+    taken from, and raises ``ValueError`` (as does a short read); the caller falls back to a full read."""
+    offsets, lengths = np.asarray(offsets, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
+    if len(offsets) != len(lengths) or np.any(np.diff(offsets) < 0) or np.any(lengths < 0):
+        raise ValueError(f"{url}: offsets must be ascending and lengths non-negative, one each")
+    ends = offsets + lengths
+    # a new request wherever the next member starts more than max_gap bytes after the previous one ends
+    breaks = np.flatnonzero(offsets[1:] - ends[:-1] > max_gap) + 1
+    for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(offsets)], strict=True):
+        if lo == hi:
+            continue
+        start = int(offsets[lo])
+        block = storage.read_range(url, start, int(ends[lo:hi].max()))
+        for i in range(lo, hi):
+            data = block[offsets[i] - start : ends[i] - start]
+            if len(data) != lengths[i] or not data.startswith(_IMAGE_STARTS):
+                raise ValueError(f"{url}: no image at byte {offsets[i]} (shard shorter or rewritten)")
+            yield data

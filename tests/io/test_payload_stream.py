@@ -3,12 +3,13 @@ counts when the pool cannot deliver. (That memory does not grow with k is a desi
 
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 from digits_pool import SHARD, make_payload, make_pool
 
 from plada_core.images import PreprocessConfig, decode_image, preprocess
-from plada_core.io import payload_stream, pool, shard_stream, storage, tables
+from plada_core.io import payload_stream, pool, shard_stream, storage, tables, tar_stream
 from plada_core.io.payload_stream import PayloadStream
 
 CFG = PreprocessConfig(image_size=8, channels=1)
@@ -48,22 +49,99 @@ def test_yields_exactly_the_payload_images_with_their_labels(digits_pool):
 
 def test_reads_only_the_shards_holding_selected_images_each_once_per_epoch(digits_pool, monkeypatch):
     url, _, payload = digits_pool
-    opened = []
+    whole, ranged = [], []
 
-    def spy(shard_url, stats):
-        opened.append(shard_url.rsplit("/", 1)[-1])
-        return pool.iter_shard(shard_url, stats)
+    def spy_whole(shard_url, stats):
+        whole.append(shard_url.rsplit("/", 1)[-1])
+        return tar_stream.iter_shard_located(shard_url, stats)
 
-    monkeypatch.setattr(payload_stream, "iter_shard", spy)
+    def spy_ranged(shard_url, offsets, lengths):
+        ranged.append(shard_url.rsplit("/", 1)[-1])
+        return tar_stream.read_members(shard_url, offsets, lengths)
+
+    monkeypatch.setattr(payload_stream, "iter_shard_located", spy_whole)
+    monkeypatch.setattr(payload_stream, "read_members", spy_ranged)
     stream = PayloadStream(url, payload, CFG, shuffle_buffer=8)
     needed = {f"shard-{s:06d}.tar" for s in (0, 1, 3, 4, 6, 8, 9)}
-    orders = []
+    orders, samples = [], []
     for epoch in range(3):
-        opened.clear()
-        assert len(epoch_samples(stream, epoch)) == payload.k
+        whole.clear(), ranged.clear()
+        samples.append(Counter((i, y, x.numpy().tobytes()) for i, y, x in epoch_samples(stream, epoch)))
+        opened = whole + ranged
         assert sorted(opened) == sorted(needed), "every needed shard once, no other"
+        # the first epoch reads each shard whole and notes where its images lie; later ones fetch just those
+        if epoch == 0:
+            assert sorted(whole) == sorted(needed) and ranged == []
+        else:
+            assert whole == [] and sorted(ranged) == sorted(needed)
         orders.append(list(opened))
     assert len({tuple(o) for o in orders}) > 1, "the shard order is shuffled per epoch"
+    assert samples[0] == samples[1] == samples[2] and sum(samples[0].values()) == payload.k
+    assert stream.drops.total == 0 and stream.ranged_fallbacks == 0
+
+
+def test_ranged_reads_fetch_nearby_images_in_one_request(digits_pool, monkeypatch):
+    url, _, _ = digits_pool
+    shard = storage.join(url, "shard-000000.tar")
+    located = list(tar_stream.iter_shard_located(shard, tar_stream.ReadStats()))
+    offsets = np.array([o for _, _, o in located])
+    lengths = np.array([len(d) for _, d, _ in located])
+    requests, real = [], storage.read_range
+    monkeypatch.setattr(storage, "read_range", lambda u, a, b: requests.append((a, b)) or real(u, a, b))
+    pick = [0, 3, 4, 9]
+    assert list(tar_stream.read_members(shard, offsets[pick], lengths[pick])) == [located[i][1] for i in pick]
+    assert len(requests) == 1 and requests[0] == (offsets[0], offsets[9] + lengths[9])  # gaps of a few KiB
+    requests.clear()
+    assert list(tar_stream.read_members(shard, offsets[pick], lengths[pick], max_gap=0)) == [located[i][1] for i in pick]
+    assert len(requests) == 4  # no gap allowed: even neighbours 3 and 4 are apart by 3's JSON and 4's headers
+    with pytest.raises(ValueError, match="ascending"):
+        list(tar_stream.read_members(shard, offsets[[3, 0]], lengths[[3, 0]]))
+    with pytest.raises(ValueError, match="no image at byte"):
+        list(tar_stream.read_members(shard, offsets[pick] + 1, lengths[pick]))
+
+
+def test_a_shard_rewritten_after_the_first_epoch_is_read_whole_again(storage_root):
+    url, source = make_pool(storage_root, n=60)
+    selected = list(range(0, 60, 4))
+    stream = PayloadStream(url, make_payload(url, source, selected), CFG, shuffle_buffer=4)
+    first = Counter((i, y) for i, y, _ in epoch_samples(stream, 0))
+    shard = storage.join(url, "shard-000001.tar")
+    assert stream.shard_state("shard-000001.tar") is not None
+    # the same samples behind a longer first member: every learned offset now points into the wrong bytes
+    data = storage.read_bytes(shard)
+    storage.write_bytes(shard, _with_padding_member(data))
+    stream.set_epoch(1)
+    loader = stream.loader(batch_size=16)
+    again = Counter((i, y) for b in loader for i, y in zip(b.index.tolist(), b.y.tolist()))
+    assert again == first and stream.ranged_fallbacks == 1
+    assert loader.drops.total == 0 and loader.drops.events == {"ranged_read_failed": 1}
+    stream.set_epoch(2)
+    assert len(list(stream)) == len(selected) and stream.ranged_fallbacks == 1  # relearned: ranged again
+
+
+def _with_padding_member(tar_bytes: bytes) -> bytes:
+    """The tar with a 4 KiB ``__pad__`` file first (readers skip ``__…__`` entries), shifting every member."""
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as src, tarfile.open(fileobj=out, mode="w") as dst:
+        pad = tarfile.TarInfo("__pad__")
+        pad.size = 4096
+        dst.addfile(pad, io.BytesIO(bytes(4096)))
+        for member in src.getmembers():
+            dst.addfile(member, src.extractfile(member))
+    return out.getvalue()
+
+
+def test_workers_hand_back_where_images_lie(digits_pool):
+    url, _, payload = digits_pool
+    stream = PayloadStream(url, payload, CFG, seed=3, shuffle_buffer=8)
+    assert all(stream.shard_state(s) is None for s in stream.shards)
+    alone = Counter((i, y) for i, y, _ in epoch_samples(PayloadStream(url, payload, CFG), 0))
+    assert Counter((i, y) for i, y, _ in epoch_samples(stream, 0, num_workers=2)) == alone
+    assert all(stream.shard_state(s) is not None for s in stream.shards)
+    assert Counter((i, y) for i, y, _ in epoch_samples(stream, 1, num_workers=2)) == alone
 
 
 def test_order_is_seeded_and_changes_with_the_epoch(digits_pool):
