@@ -98,15 +98,15 @@ class PayloadStream(ShardStream):
         url = self.shard_url(shard)
         wanted, labels = self.wanted(shard)
         got = np.zeros(len(wanted), bool)
-        located = self._located.pop(shard, None)  # back below once a read found every image where it said
+        located = self._located.get(shard)
         if located is not None:
             try:
                 for p, data in enumerate(read_members(url, located[:, 0], located[:, 1])):
                     got[p] = True
                     yield data, int(labels[p]), int(wanted[p])
-                self._located[shard] = located
                 return
-            except (OSError, ValueError) as exc:  # gone, moved or rewritten: the full read below says what is lost
+            except Exception as exc:  # noqa: BLE001 - gone, rewritten, storage down: the full read counts what is lost
+                del self._located[shard]
                 self.ranged_fallbacks += 1
                 drops.note("ranged_read_failed", f"{url}: {type(exc).__name__}: {exc}; read the shard whole")
         located = np.full((len(wanted), 2), -1, dtype=np.int64)
