@@ -47,10 +47,11 @@ class PayloadStream(ShardStream):
     """The payload's images from the pool at ``reference_url``, decoded and preprocessed (see the module docstring).
 
     Reads ``reference.json`` and the payload's rows of ``index.parquet`` here; shards are read while iterating.
+    ``ranged_reads=False`` reads every shard whole in every epoch (the benchmark's comparison).
     """
 
     def __init__(self, reference_url: str, payload: Payload, preprocess_cfg: PreprocessConfig, *, seed: int = 0,
-                 shuffle_buffer: int = 1024) -> None:  # fmt: skip
+                 shuffle_buffer: int = 1024, ranged_reads: bool = True) -> None:  # fmt: skip
         self.reference_url = storage.to_url(reference_url)
         self.fingerprint = read_reference(self.reference_url)["fingerprint"]
         self.preprocess = preprocess_cfg
@@ -66,6 +67,7 @@ class PayloadStream(ShardStream):
         self._starts = starts[in_pool_order]
         super().__init__(names[in_pool_order].tolist(), sizes[in_pool_order], seed, shuffle_buffer)
         self.missing_from_index = wanted[~listed]
+        self.ranged_reads = ranged_reads
         self._located: dict[str, np.ndarray] = {}  # shard → (offset, length) of each wanted image, in index order
         self.ranged_fallbacks = 0  # ranged reads answered by a full read (in this process)
 
@@ -98,7 +100,7 @@ class PayloadStream(ShardStream):
         url = self.shard_url(shard)
         wanted, labels = self.wanted(shard)
         got = np.zeros(len(wanted), bool)
-        located = self._located.get(shard)
+        located = self._located.get(shard) if self.ranged_reads else None
         if located is not None:
             try:
                 for p, data in enumerate(read_members(url, located[:, 0], located[:, 1])):
