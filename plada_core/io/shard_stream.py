@@ -270,8 +270,8 @@ class StreamLoader:
     epoch may be smaller), decoded in ``num_workers`` DataLoader workers (0: in this process). Without workers,
     ``prefetch_batches > 0`` reads and decodes in a background thread that many batches ahead, so that the work
     overlaps a GPU's training step; on a CPU whose cores torch already uses it is slower (measured in
-    ``benchmarks/client.py``: 0.68 of the in-memory ceiling with the thread against 0.80 inline on 2 cores), so
-    the default is 0, inline on the consumer's thread, and ``stream_training`` turns it on for CUDA models.
+    ``benchmarks/client.py``: 0.83-0.85 of the in-memory ceiling with the thread against 0.89-0.95 inline on 2
+    cores), so the default is 0, inline on the consumer's thread, and ``stream_training`` turns it on for CUDA models.
 
     After an epoch, ``drops`` holds its ``DropCounts`` (workers' reports and ``missing_from_index`` added up) and
     ``done`` the shards it finished. ``chunks()`` yields the workers' batches as they come instead, empty ones and
