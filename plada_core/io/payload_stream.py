@@ -9,8 +9,10 @@ encoded images, whatever k.
 
 Reading only what is selected. The first read of a shard parses the whole tar (``iter_shard_located``) and notes
 where each selected image's bytes lie; every later epoch fetches just those byte ranges (``read_members``: one
-ranged read per run of nearby images). A payload keeping 1 % of a pool so reads about 1 % of it per epoch after
-the first, instead of every shard whole; tar parsing and the index JSON of the unselected samples are skipped too.
+ranged read per run of images less than 256 KiB apart). A payload keeping 1 % of a pool of images over ~3 KB (any
+natural photo: the selected ones then lie more than 256 KiB apart) so reads about 1 % of it per epoch after the
+first, instead of every shard whole; in a pool of tiny images nearby picks share a read, and tar parsing and the
+index JSON of the unselected samples are skipped either way.
 The ranges live on the stream (learned in DataLoader workers too: they come back with the batches,
 ``ShardStream.shard_state``). A ranged read that fails or finds no image where one was is answered by a full read
 of the shard, which learns its ranges afresh; nothing is lost by it.
