@@ -225,3 +225,14 @@ def test_the_background_reader_yields_what_the_inline_reader_yields(digits_pool,
     assert threads == [2, 2]  # the inline loaders started no thread
     with pytest.raises(ValueError, match="prefetch_batches"):
         stream.loader(16, prefetch_batches=-1)
+
+
+def test_ranged_reads_yield_the_same_sequence_as_whole_reads(digits_pool):
+    """Same samples, same order, every epoch: a student trains on exactly what it trained on before ranged reads."""
+    url, _, payload = digits_pool
+
+    def sequence(ranged: bool) -> list:
+        stream = PayloadStream(url, payload, CFG, seed=4, shuffle_buffer=16, ranged_reads=ranged)
+        return [[(i, y, x.numpy().tobytes()) for i, y, x in epoch_samples(stream, e)] for e in range(3)]
+
+    assert sequence(True) == sequence(False)
