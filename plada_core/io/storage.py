@@ -47,7 +47,6 @@ __all__ = [
     "open_read",
     "read_bytes",
     "read_json",
-    "read_range",
     "remove",
     "to_url",
     "write_bytes",
@@ -126,22 +125,9 @@ def exists(url: str) -> bool:
     return retrying("checking", url, lambda: fs.exists(path))
 
 
-def read_bytes(url: str) -> bytes:
-    """The whole object; ``FileNotFoundError`` naming ``url`` when it is absent."""
-    fs, path = get_fs(url)
-
-    def read() -> bytes:
-        try:
-            return fs.cat_file(path)
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"{url} does not exist") from exc
-
-    return retrying("reading", url, read)
-
-
-def read_range(url: str, start: int, end: int) -> bytes:
-    """Bytes ``start`` up to ``end`` of the object (one ranged GET on S3); ``FileNotFoundError`` naming ``url``
-    when it is absent. Fewer bytes come back only where the object is shorter."""
+def read_bytes(url: str, start: int | None = None, end: int | None = None) -> bytes:
+    """The whole object, or bytes ``start`` up to ``end`` of it (one ranged GET on S3; fewer only where the object
+    is shorter); ``FileNotFoundError`` naming ``url`` when it is absent."""
     fs, path = get_fs(url)
 
     def read() -> bytes:

@@ -342,7 +342,7 @@ def read_members(url: str, offsets: np.ndarray, lengths: np.ndarray, max_gap: in
         if lo == hi:
             continue
         start = int(offsets[lo])
-        block = storage.read_range(url, start, int(ends[lo:hi].max()))
+        block = storage.read_bytes(url, start, int(ends[lo:hi].max()))
         for i in range(lo, hi):
             data = block[offsets[i] - start : ends[i] - start]
             if len(data) != lengths[i] or not data.startswith(_IMAGE_STARTS):
