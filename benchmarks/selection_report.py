@@ -64,7 +64,9 @@ def summary_table(df: pd.DataFrame, max_keep: float = 0.1) -> pd.DataFrame:
 def auto_bar(df: pd.DataFrame, max_keep: float = 0.1) -> pd.DataFrame:
     """Per pair with ``auto`` rows, the bar over keeps ≤ ``max_keep`` (means over seeds): auto's mean against the
     best fixed selector's mean (``auto`` itself and ``auto_energy``, which is energy or its opposite, excluded
-    from "fixed"), its worst gap to random at one keep, the predicted-minus-measured error, and pass/fail."""
+    from "fixed"), the standard error of that difference paired over the (keep, seed) runs both have (how far
+    the seeds alone move it; NaN under two pairs), its worst gap to random at one keep, the predicted-minus-measured
+    error, and pass/fail."""
     small = df[df["keep"] <= max_keep]
     rows = []
     for pair, group in small.groupby("pair"):
@@ -82,6 +84,10 @@ def auto_bar(df: pd.DataFrame, max_keep: float = 0.1) -> pd.DataFrame:
                "auto_mean": round(float(mean["auto"]), 4), "best_fixed": best,
                "best_fixed_mean": round(float(fixed[best]), 4),
                "auto_vs_best_pts": round(100 * float(mean["auto"] - fixed[best]), 2)}  # fmt: skip
+        runs = group.pivot_table(index=["keep", "seed"], columns="selector", values="student_acc")
+        paired = (runs["auto"] - runs[best]).dropna()
+        paired = paired[paired.index.get_level_values("keep").isin(per_keep.index)]
+        row["auto_vs_best_se_pts"] = round(100 * float(paired.std(ddof=1) / np.sqrt(len(paired))), 2)
         if "random" in per_keep:
             row["worst_vs_random_pts"] = round(100 * float((per_keep["auto"] - per_keep["random"]).min()), 2)
         if "predicted_acc" in auto:

@@ -66,6 +66,17 @@ def test_the_auto_bar_skips_a_table_of_auto_rows_alone():
     assert auto_bar(fixed)["auto_vs_best_pts"].tolist() == [10.0]
 
 
+def test_the_auto_bar_gives_the_paired_standard_error_of_auto_against_the_best_fixed_selector():
+    # auto - knn over (keep, seed): +2, 0, +1, -1 points -> mean +0.5, SE = std(ddof 1) / 2 = 1.291 / 2
+    keys = pd.DataFrame({"pair": "p", "keep": [0.01, 0.01, 0.05, 0.05], "seed": [0, 1, 0, 1]})
+    knn = keys.assign(selector="knn", student_acc=[0.50, 0.60, 0.70, 0.80])
+    auto = keys.assign(selector="auto", student_acc=[0.52, 0.60, 0.71, 0.79], auto_choice="knn", predicted_acc=0.6)
+    late = pd.DataFrame({"pair": "p", "selector": "knn", "keep": [0.25], "seed": [0], "student_acc": [0.9]})
+    bar = auto_bar(pd.concat([knn, auto, late], ignore_index=True)).iloc[0]
+    assert bar["best_fixed"] == "knn" and bar["auto_vs_best_pts"] == 0.5
+    assert bar["auto_vs_best_se_pts"] == round(100 * pd.Series([0.02, 0.0, 0.01, -0.01]).std() / 2, 2) == 0.65
+
+
 def test_the_pruning_columns_mode_measures_density_ratio_and_reliable(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     args = ["--pairs", "tiny", "--selectors", "density_ratio", "reliable", "--keeps", "0.05", "--seeds", "0",
