@@ -41,9 +41,9 @@ import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
 from plada_core.classifier import checkpoint_meta  # noqa: E402
-from plada_core.images import PreprocessConfig, preprocess  # noqa: E402
+from plada_core.images import PreprocessConfig, decode_image, preprocess  # noqa: E402
 from plada_core.io import checkpoints, pool  # noqa: E402
-from plada_core.io.sources import decode_image, open_source, resolve_data_dir  # noqa: E402
+from plada_core.io.sources import open_source, resolve_data_dir  # noqa: E402
 from plada_core.models import create_model  # noqa: E402
 from plada_core.scoring import ScoringConfig, score_logits  # noqa: E402
 from plada_core.training import configure_torch  # noqa: E402

@@ -15,10 +15,10 @@ from tqdm.auto import tqdm
 
 from plada_core.config import TeacherConfig
 from plada_core.datasets import selected_tensors
-from plada_core.images import PreprocessConfig
+from plada_core.images import PreprocessConfig, decode_image
 from plada_core.io import checkpoints, layout, pool, tables
 from plada_core.io.arrays import read_npz
-from plada_core.io.sources import decode_image, open_source
+from plada_core.io.sources import open_source
 from plada_core.models import create_model
 from plada_core.pairs import BENCH_PAIRS, BenchPair
 from plada_core.proxy import AutoConfig

@@ -30,14 +30,10 @@ import pyarrow.parquet as pq
 import webdataset as wds
 from tqdm.auto import tqdm
 
+from plada_core.images import decode_image
 from plada_core.io import storage
 from plada_core.io.pool import ReadStats, iter_shard, read_index, read_reference
 from plada_core.payload import Payload
-
-try:  # decode_image is moving from the storage layer to plada_core.images
-    from plada_core.images import decode_image
-except ImportError:
-    from plada_core.io.sources import decode_image
 
 __all__ = ["EXPORT_FORMATS", "class_folders", "export_payload"]
 

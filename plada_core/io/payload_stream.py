@@ -30,17 +30,12 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from plada_core.images import PreprocessConfig, preprocess
+from plada_core.images import PreprocessConfig, decode_image, preprocess
 from plada_core.io import storage
 from plada_core.io.pool import ReadStats, read_index, read_reference
 from plada_core.io.shard_stream import Batch, DropCounts, ShardStream, StreamLoader
 from plada_core.io.tar_stream import iter_shard_located, read_members
 from plada_core.payload import Payload
-
-try:  # decode_image is moving from the storage layer to plada_core.images
-    from plada_core.images import decode_image
-except ImportError:
-    from plada_core.io.sources import decode_image
 
 __all__ = ["Batch", "DropCounts", "PayloadStream", "StreamLoader"]
 

@@ -42,7 +42,6 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from plada_core.images import decode_image, encode_png
 from plada_core.io.sources.base import (
     SPLIT_SEED,
     ArraySource,
@@ -68,8 +67,6 @@ __all__ = [
     "ParquetSource",
     "Source",
     "SourceOptions",
-    "decode_image",  # re-exported from plada_core.images for callers that still import it from here
-    "encode_png",  # likewise
     "open_source",
     "resolve_data_dir",
     "sanitize",
