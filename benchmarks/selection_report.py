@@ -72,8 +72,8 @@ def auto_bar(df: pd.DataFrame, max_keep: float = 0.1) -> pd.DataFrame:
     for pair, group in small.groupby("pair"):
         if "auto" not in set(group["selector"]):
             continue
-        per_keep = group.groupby(["selector", "keep"])["student_acc"].mean().unstack("selector")
-        per_keep = per_keep.dropna(subset=["auto"])  # keeps where auto ran
+        runs = group.pivot_table(index=["keep", "seed"], columns="selector", values="student_acc")
+        per_keep = runs.groupby(level="keep").mean().dropna(subset=["auto"])  # keeps where auto ran
         mean = per_keep.mean()
         fixed = mean.drop([c for c in ("auto", "auto_energy") if c in mean.index]).dropna()
         if fixed.empty:  # auto rows alone (a re-run of auto): nothing to hold them against here
@@ -84,9 +84,7 @@ def auto_bar(df: pd.DataFrame, max_keep: float = 0.1) -> pd.DataFrame:
                "auto_mean": round(float(mean["auto"]), 4), "best_fixed": best,
                "best_fixed_mean": round(float(fixed[best]), 4),
                "auto_vs_best_pts": round(100 * float(mean["auto"] - fixed[best]), 2)}  # fmt: skip
-        runs = group.pivot_table(index=["keep", "seed"], columns="selector", values="student_acc")
-        paired = (runs["auto"] - runs[best]).dropna()
-        paired = paired[paired.index.get_level_values("keep").isin(per_keep.index)]
+        paired = (runs["auto"] - runs[best]).dropna()  # the runs where auto ran
         row["auto_vs_best_se_pts"] = round(100 * float(paired.std(ddof=1) / np.sqrt(len(paired))), 2)
         if "random" in per_keep:
             row["worst_vs_random_pts"] = round(100 * float((per_keep["auto"] - per_keep["random"]).min()), 2)
