@@ -6,20 +6,22 @@
   train-student``, run in a fresh process per measurement and read with ``os.wait4``) with 4k selected images over
   the same with k, same pool, same epochs. The old path held every selected image as one float tensor, so its
   memory grew with k (``whole_tensor_mb`` shows what it would hold); a streaming client should stay near 1.
-- ``client_over_ceiling``: student-training images/s through the streaming dataset (``PayloadStream`` →
-  ``loader`` → train step), over the same decode + preprocess + train step fed from encoded bytes already in
-  memory, same model, batch and torch threads; the variants alternate for ``rounds`` rounds, and each value is the
-  median of the per-round ratios (rounds see the same machine load). The stream reads each shard whole in its
-  first epoch and only the selected images' byte ranges after that; a warm-up epoch teaches it the ranges, so
-  ``client_over_ceiling`` is the steady state of a multi-epoch student. ``whole_over_ceiling``: the same with
-  ``ranged_reads=False`` (every epoch reads its shards whole: the first epoch's cost, and the client before ranged
-  reads). ``thread_over_ceiling``: ranged, with the reader in a background thread (``prefetch_batches=2``, what a
-  CUDA client uses). ``cpu_over_ceiling``: the ranged stream's ratio in process CPU seconds instead of wall
-  seconds, which the machine's other load moves less (on a shared 2-core host the wall ratios of one run spread
-  by ±0.2).
+- ``client_over_ceiling``: student-training images/s through the streaming dataset (``PayloadStream`` → ``loader`` →
+  train step), over the same decode + preprocess + train step fed from encoded bytes already in memory, same model,
+  batch and torch threads. The two are timed batch by batch in turn within one epoch each (fetch + train step per
+  batch), so load on a shared host, which comes and goes over seconds, falls on both alike; rounds of ``round_epochs``
+  such epochs repeat ``rounds`` times and each value is the median of the per-round ratios. (Whole epochs of each side
+  in turn spread ±0.2 in ratio per round on a shared 2-core host; batch pairs cut that several-fold.) The stream reads
+  each shard whole in its first epoch and only the selected images' byte ranges after that; a warm-up epoch teaches it
+  the ranges, so ``client_over_ceiling`` is the steady state of a multi-epoch student. ``whole_over_ceiling``: the
+  same with ``ranged_reads=False`` (every epoch reads its shards whole: the first epoch's cost, and the client before
+  ranged reads). ``thread_over_ceiling``: ranged, with the reader in a background thread (``prefetch_batches=2``, what
+  a CUDA client uses); its thread would run on during the ceiling's batches, so it alternates with a ceiling epoch of
+  its own instead, and spreads more. ``cpu_over_ceiling``: the ranged stream's ratio in process CPU seconds instead of
+  wall seconds.
 
 The pool is real (``mnist5k``; ``--quick``: ``sklearn-digits``), built as ``plada reference build`` builds it;
-selections are random, labelled with the pool's source labels. Default run: about 3-5 minutes on 2 cores.
+selections are random, labelled with the pool's source labels. Default run: about 2 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]  # the measured process imports the repository's packages
 SETTINGS = {
-    # pool, k (and 4k), RSS-run epochs and input; ratio: images per round, rounds, input, batch
+    # pool, k (and 4k), RSS-run epochs and input; ratio: images per epoch, rounds, epochs per variant and round,
+    # input, batch
     "default": dict(pool="mnist5k", k=1000, epochs=1, rss_size=64, rss_channels=3,
-                    ratio_n=2000, rounds=9, size=16, channels=1, batch=128),
+                    ratio_n=2000, rounds=9, round_epochs=2, size=16, channels=1, batch=128),
     "quick": dict(pool="sklearn-digits", k=100, epochs=1, rss_size=16, rss_channels=1,
-                  ratio_n=300, rounds=2, size=8, channels=1, batch=64),
+                  ratio_n=300, rounds=2, round_epochs=1, size=8, channels=1, batch=64),
 }
 
 
@@ -128,19 +131,50 @@ def _epoch_streaming(stream, model, opt, batch: int, epoch: int,
     return seen, time.perf_counter() - start, time.process_time() - cpu
 
 
-def _epoch_in_memory(encoded: list[bytes], labels: np.ndarray, pre, model, opt, batch: int,
-                     epoch: int) -> tuple[int, float, float]:  # fmt: skip
+def _in_memory_batches(encoded: list[bytes], labels: np.ndarray, pre, batch: int, epoch: int):
+    """The ceiling's batches: decoded and preprocessed from bytes in memory as each is asked for."""
     import torch
 
     from plada_core.images import decode_image, preprocess
 
     order = np.random.default_rng(epoch).permutation(len(encoded))
-    start, cpu = time.perf_counter(), time.process_time()
     for lo in range(0, len(order), batch):
         part = order[lo : lo + batch]
         x = torch.from_numpy(np.stack([preprocess(decode_image(encoded[i]), pre) for i in part]))
-        _train_step(model, opt, x, torch.as_tensor(labels[part], dtype=torch.long))
-    return len(order), time.perf_counter() - start, time.process_time() - cpu
+        yield x, torch.as_tensor(labels[part], dtype=torch.long)
+
+
+def _epoch_in_memory(encoded: list[bytes], labels: np.ndarray, pre, model, opt, batch: int,
+                     epoch: int) -> tuple[int, float, float]:  # fmt: skip
+    start, cpu, seen = time.perf_counter(), time.process_time(), 0
+    for x, y in _in_memory_batches(encoded, labels, pre, batch, epoch):
+        _train_step(model, opt, x, y)
+        seen += len(y)
+    return seen, time.perf_counter() - start, time.process_time() - cpu
+
+
+def _epoch_paired(stream, encoded: list[bytes], labels: np.ndarray, pre, model, opt, batch: int,
+                  epoch: int) -> dict[str, tuple[int, float, float]]:  # fmt: skip
+    """One epoch of the stream and one of the ceiling, a batch of each in turn (fetch + train step timed per
+    batch), so that load on a shared host, which comes and goes over seconds, falls on both sides alike. Returns
+    (images, wall s, CPU s) per side."""
+    stream.set_epoch(epoch)
+    sources = {"streaming": ((b.x, b.y) for b in stream.loader(batch)),
+               "in_memory": _in_memory_batches(encoded, labels, pre, batch, epoch)}
+    if epoch % 2:  # who goes first alternates by epoch: the first of a pair may warm caches for the second
+        sources = dict(reversed(sources.items()))
+    totals = {name: [0, 0.0, 0.0] for name in sources}
+    while sources:
+        for name, source in list(sources.items()):
+            wall, cpu = time.perf_counter(), time.process_time()
+            item = next(source, None)
+            if item is None:
+                del sources[name]
+                continue
+            _train_step(model, opt, *item)
+            t = totals[name]
+            t[0], t[1], t[2] = t[0] + len(item[1]), t[1] + time.perf_counter() - wall, t[2] + time.process_time() - cpu
+    return {name: tuple(t) for name, t in totals.items()}
 
 
 def throughput_ratio(payload_path: str, reference_url: str, s: dict, threads: int) -> dict:
@@ -165,23 +199,33 @@ def throughput_ratio(payload_path: str, reference_url: str, s: dict, threads: in
     model.train()
     _epoch_in_memory(encoded[: s["batch"] * 2], payload.labels, pre, model, opt, s["batch"], 999)  # warm-up
     _epoch_streaming(stream, model, opt, s["batch"], 999)  # warm-up: the stream learns where the images lie
-    variants = {
-        "streaming": lambda r: _epoch_streaming(stream, model, opt, s["batch"], r),
-        "streaming_whole": lambda r: _epoch_streaming(whole, model, opt, s["batch"], r),
-        "streaming_thread": lambda r: _epoch_streaming(stream, model, opt, s["batch"], r, prefetch_batches=2),
-        "in_memory": lambda r: _epoch_in_memory(encoded, payload.labels, pre, model, opt, s["batch"], r),
-    }
-    rates = {name: [] for name in variants}
-    ratios = {name: [] for name in (*variants, "cpu")}
+    # Ranged and whole-shard streams are timed batch-interleaved with the ceiling (_epoch_paired). The threaded
+    # stream cannot be: its reader thread would run on during the ceiling's batches, so it and a ceiling epoch of
+    # its own alternate by epoch, which a shared host's load swings move more.
+    paired = {"streaming": stream, "streaming_whole": whole}
+    rates = {name: [] for name in (*paired, "streaming_thread", "in_memory")}
+    ratios = {name: [] for name in (*paired, "streaming_thread", "cpu")}
     for r in range(s["rounds"]):
-        measured = {name: run_epoch(r) for name, run_epoch in variants.items()}
-        for name, (n, wall, _) in measured.items():
-            rates[name].append(n / wall)
-        for name in variants:
-            ratios[name].append(rates[name][-1] / rates["in_memory"][-1])
-        (n_s, _, cpu_s), (n_m, _, cpu_m) = measured["streaming"], measured["in_memory"]
+        summed: dict[str, np.ndarray] = {}  # variant (and the ceiling it was timed against) → images, wall s, CPU s
+        for e in range(r * s["round_epochs"], (r + 1) * s["round_epochs"]):
+            totals = {}
+            for name, source in paired.items():
+                measured = _epoch_paired(source, encoded, payload.labels, pre, model, opt, s["batch"], e)
+                totals[name], totals[f"{name}/in_memory"] = measured["streaming"], measured["in_memory"]
+            totals["streaming_thread"] = _epoch_streaming(stream, model, opt, s["batch"], e, prefetch_batches=2)
+            totals["streaming_thread/in_memory"] = _epoch_in_memory(encoded, payload.labels, pre, model, opt,
+                                                                    s["batch"], e)  # fmt: skip
+            for k, v in totals.items():
+                summed[k] = summed.get(k, 0) + np.asarray(v)
+        per_s = {k: n / wall for k, (n, wall, _) in summed.items()}
+        for name in ratios.keys() - {"cpu"}:
+            ratios[name].append(per_s[name] / per_s[f"{name}/in_memory"])
+            rates[name].append(per_s[name])
+        rates["in_memory"].append(per_s["streaming/in_memory"])
+        (n_s, _, cpu_s), (n_m, _, cpu_m) = summed["streaming"], summed["streaming/in_memory"]
         ratios["cpu"].append((n_s / cpu_s) / (n_m / cpu_m))
-        _log(f"round {r}: " + ", ".join(f"{name} {rates[name][-1]:.0f}" for name in variants) + " img/s")
+        _log(f"round {r}: " + ", ".join(f"{name} {ratios[name][-1]:.3f}" for name in ratios) + " of the ceiling; "
+             + ", ".join(f"{name} {rates[name][-1]:.0f}" for name in rates) + " img/s")
 
     def median(name: str) -> float:
         return round(statistics.median(ratios[name]), 3)

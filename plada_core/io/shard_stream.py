@@ -176,17 +176,15 @@ class ShardStream(IterableDataset):
         left: dict[int, int] = {}  # items of a shard still in the buffer
         drops: dict[int, DropCounts] = {}  # per shard, until it is done
 
-        def pop():
+        def pop() -> tuple[tuple | None, int]:
+            """A random buffered item, finished (None when dropped), and its shard."""
             j = int(rng.integers(len(buffer)))
             buffer[j], buffer[-1] = buffer[-1], buffer[j]
             raw, s = buffer.pop()
             left[s] -= 1
-            sample = self._finish(raw, drops[s])
-            if sample is not None:
-                yield sample, None, None
-            if left[s] == 0 and s not in reading:
-                yield None, self.shards[s], drops.pop(s)
+            return self._finish(raw, drops[s]), s
 
+        # pop() returns rather than yields: it runs once per sample, and a generator per sample is pure overhead.
         reading: set[int] = set()
         for s in self.epoch_shards(worker, n_workers):
             drops[s], left[s] = DropCounts(), 0
@@ -195,12 +193,20 @@ class ShardStream(IterableDataset):
                 buffer.append((raw, s))
                 left[s] += 1
                 if len(buffer) > self.shuffle_buffer:
-                    yield from pop()
+                    sample, t = pop()
+                    if sample is not None:
+                        yield sample, None, None
+                    if left[t] == 0 and t not in reading:
+                        yield None, self.shards[t], drops.pop(t)
             reading.discard(s)
             if left[s] == 0:
                 yield None, self.shards[s], drops.pop(s)
         while buffer:
-            yield from pop()
+            sample, t = pop()
+            if sample is not None:
+                yield sample, None, None
+            if left[t] == 0:
+                yield None, self.shards[t], drops.pop(t)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
         self.drops = DropCounts(missing_from_index=len(self.missing_from_index))
@@ -270,7 +276,7 @@ class StreamLoader:
     epoch may be smaller), decoded in ``num_workers`` DataLoader workers (0: in this process). Without workers,
     ``prefetch_batches > 0`` reads and decodes in a background thread that many batches ahead, so that the work
     overlaps a GPU's training step; on a CPU whose cores torch already uses it is slower (measured in
-    ``benchmarks/client.py``: 0.83-0.85 of the in-memory ceiling with the thread against 0.89-0.95 inline on 2
+    ``benchmarks/client.py``: 0.84-0.88 of the in-memory ceiling with the thread against 0.92 inline on 2
     cores), so the default is 0, inline on the consumer's thread, and ``stream_training`` turns it on for CUDA models.
 
     After an epoch, ``drops`` holds its ``DropCounts`` (workers' reports and ``missing_from_index`` added up) and
