@@ -12,7 +12,7 @@ __all__ = ["RESULT_COLUMNS", "auto_bar", "markdown", "selector_colours", "summar
 RESULT_COLUMNS = [
     "pair", "selector", "keep", "seed", "student_acc", "teacher_acc", "payload_bytes", "n_kept",
     "relevant_frac", "pseudo_label_acc", "class_histogram", "energy_direction", "wall_s",
-    "auto_choice", "predicted_acc", "predicted_se", "auto_trained", "auto_wall_s",
+    "auto_choice", "predicted_acc", "predicted_se", "predicted_proxy_acc", "auto_trained", "auto_wall_s",
 ]  # fmt: skip
 AUTO_MARGIN_PTS = 0.5  # the bar: auto's mean over keeps <= 10 % within this of the best fixed selector's
 RANDOM_FLOOR_PTS = 1.0  # ... and at no keep <= 10 % more than this below random

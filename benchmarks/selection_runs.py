@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from benchmarks.selection_prepare import Prepared, frozen_student, prepare_pair, relevance_auroc
-from plada_core.auto_selection import CHOICE_RULE, candidate_grid, required_columns
+from plada_core.auto_selection import CHOICE_RULE, candidate_grid, required_columns, standard_error
 from plada_core.classifier import fit_classifier
 from plada_core.devices import model_device
 from plada_core.models import create_model
 from plada_core.payload import PAPER_CODEC, decode_payload
-from plada_core.proxy import AutoConfig, evaluate_candidates
+from plada_core.proxy import AutoConfig, evaluate_candidates, proxy_epochs, proxy_student_score
 from plada_core.publishing import select_and_pack
 from plada_core.selection import AUTO_SELECTOR, SelectionConfig, energy_direction
 from plada_core.training import TrainConfig, accuracy, features, train_head
@@ -56,7 +56,7 @@ def auto_recipe() -> dict:
     A finished ``auto`` run recorded under another recipe is run again."""
     auto = AutoConfig()
     return {"choice_rule": CHOICE_RULE, "proxy_epochs": auto.proxy_epochs, "proxy_min_steps": auto.proxy_min_steps,
-            "tie_se": auto.tie_se}  # fmt: skip
+            "tie_se": auto.tie_se, "predict_at_recipe": auto.predict_at_recipe}  # fmt: skip
 
 
 def auto_choice(prep: Prepared, keep: float, seed: int) -> tuple[SelectionConfig, dict]:
@@ -80,12 +80,37 @@ def auto_choice(prep: Prepared, keep: float, seed: int) -> tuple[SelectionConfig
 
     choice = evaluate_candidates(candidates, prep.scores, pack, load, prep.x_val, prep.y_val, proxy,
                                  AutoConfig().proxy_epochs, prep.n_classes, pair.student_input.channels,
-                                 min_steps=AutoConfig().proxy_min_steps)  # fmt: skip
-    record = {"auto_choice": choice.winner.name, "predicted_acc": choice.predicted.value,
-              "predicted_se": choice.predicted.se, "auto_trained": len(choice.table),
+                                 min_steps=AutoConfig().proxy_min_steps,
+                                 predict_at_recipe=AutoConfig().predict_at_recipe)  # fmt: skip
+    predicted = choice.predicted
+    record = {"auto_choice": choice.winner.name, "predicted_acc": predicted.value, "predicted_se": predicted.se,
+              "predicted_proxy_acc": predicted.value if predicted.proxy_value is None else predicted.proxy_value,
+              "auto_trained": len(choice.table),
               "auto_wall_s": round(time.perf_counter() - start, 2), "auto_recipe": auto_recipe(),
               "auto_table": choice.table}  # fmt: skip
     return choice.winner.config, record
+
+
+def repredict(prep: Prepared, row: dict) -> dict:
+    """An ``auto`` row finished before the prediction was measured at the recipe's epochs, brought up to date
+    without choosing again: its winner (same grid, keep and seed, so the same selection) trained as
+    ``evaluate_candidates`` now trains it, for the student recipe's epochs, and scored on the validation split.
+    The choice itself does not depend on ``predict_at_recipe``, so the rest of the row stands."""
+    pair = prep.pair
+    base = SelectionConfig(selector=AUTO_SELECTOR, keep=row["keep"], seed=row["seed"])
+    winner = {c.name: c for c in candidate_grid(prep.scores.columns, base)}[row["auto_choice"]]
+    kept = _pack(prep, winner.config).kept["index"].to_numpy(np.int64)
+    labels = torch.from_numpy(prep.scores.set_index("index").loc[kept, "pred"].to_numpy(np.int64))
+    cfg = TrainConfig(model=pair.student_model, epochs=pair.student_epochs, seed=row["seed"])
+    auto = AutoConfig()
+    out = {**row, "predicted_proxy_acc": row["predicted_acc"], "auto_recipe": auto_recipe()}
+    n_epochs = proxy_epochs(len(kept), cfg.batch_size, auto.proxy_epochs, auto.proxy_min_steps, cfg.epochs)
+    if auto.predict_at_recipe and n_epochs < cfg.epochs:
+        score = proxy_student_score(prep.x_pool[torch.from_numpy(kept)], labels, prep.x_val, prep.y_val, cfg,
+                                    cfg.epochs, prep.n_classes, pair.student_input.channels)  # fmt: skip
+        out["predicted_acc"] = score.accuracy
+        out["predicted_se"] = standard_error(score.accuracy, len(prep.y_val))
+    return out
 
 
 def run_one(prep: Prepared, selector: str, keep: float, seed: int, trained: dict | None = None) -> dict:
@@ -158,6 +183,13 @@ def full_data_accuracy(prep: Prepared, cache: Path) -> float:
     return acc
 
 
+def _only_prediction_is_older(row: dict) -> bool:
+    """A finished ``auto`` row whose recipe differs from today's only in not having measured its prediction at
+    the recipe's epochs (``repredict`` updates it)."""
+    recipe, now = dict(row.get("auto_recipe") or {}), auto_recipe()
+    return "predict_at_recipe" not in recipe and {**recipe, "predict_at_recipe": now["predict_at_recipe"]} == now
+
+
 def _mode(pruning: bool) -> str:
     """Suffix of the run folder and info file: runs with the pruning columns (whose ``auto`` rows measure more
     candidates) are kept apart from the default scoring's."""
@@ -196,6 +228,11 @@ def run_pair(name: str, selectors, keeps, seeds, work: Path, log=print, pruning:
                     log(f"[{name}] {selector:>12} skipped: the scores have no column {', '.join(missing)}")
                     continue
                 row = json.loads(path.read_text()) if path.exists() else None
+                if row is not None and selector == AUTO_SELECTOR and _only_prediction_is_older(row):
+                    row = repredict(prep, row)
+                    path.write_text(json.dumps(row))
+                    log(f"[{name}] auto keep {keep} seed {seed}: prediction measured at the recipe's epochs: "
+                        f"{row['predicted_acc']:.4f} (proxy {row['predicted_proxy_acc']:.4f})")  # fmt: skip
                 if row is not None and selector == AUTO_SELECTOR and row.get("auto_recipe") != auto_recipe():
                     log(f"[{name}] auto keep {keep} seed {seed}: finished under another choice recipe "
                         f"({row.get('auto_recipe')}); running it again")  # fmt: skip

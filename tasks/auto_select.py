@@ -165,14 +165,15 @@ def auto_select(
     choice = evaluate_candidates(
         candidates, scores, pack, _loader(reference_url, features_from, preprocess, backbone), x_val, y_val, proxy,
         auto.proxy_epochs, len(class_names), in_chans=x.shape[1], progress=logger().info, tie_se=auto.tie_se,
-        min_steps=auto.proxy_min_steps,
+        min_steps=auto.proxy_min_steps, predict_at_recipe=auto.predict_at_recipe,
     )  # fmt: skip
     summary = {
         **choice.summary(),
         "requested": cfg.selector,
         "selectors_left_out": unusable_selectors(scores.columns) if cfg.selector == AUTO_SELECTOR else {},
         "proxy": {"model": proxy.model, "epochs": auto.proxy_epochs, "min_steps": auto.proxy_min_steps,
-                  "max_epochs": proxy.epochs, "head_only": backbone is not None},
+                  "max_epochs": proxy.epochs, "head_only": backbone is not None,
+                  "predict_at_recipe": auto.predict_at_recipe},
         "wall_s": round(time.perf_counter() - start, 2),
     }
     storage.write_json(layout.auto_selection_url(out_url), summary)

@@ -56,6 +56,17 @@ def test_quick_mode_writes_every_output(tmp_path):
     assert main(["--quick", "--work", str(work), "--out", str(out), "--threads", "1"]) == 0
     assert json.loads(stale.read_text())["auto_recipe"] == auto_recipe()
     assert {p.name: p.stat().st_mtime_ns for p in runs.glob("*.json") if p != stale} == kept
+    # a row from before predictions were measured at the recipe's epochs gets its prediction, not a new choice
+    current = json.loads(stale.read_text())
+    older = {k: v for k, v in current.items() if k != "predicted_proxy_acc"}
+    older["auto_recipe"] = {k: v for k, v in current["auto_recipe"].items() if k != "predict_at_recipe"}
+    older["predicted_acc"], older["auto_wall_s"] = current["predicted_proxy_acc"], -1.0  # -1: not chosen again
+    stale.write_text(json.dumps(older))
+    assert main(["--quick", "--work", str(work), "--out", str(out), "--threads", "1"]) == 0
+    updated = json.loads(stale.read_text())
+    assert updated["auto_wall_s"] == -1.0 and updated["auto_recipe"] == auto_recipe()
+    assert updated["predicted_acc"] == current["predicted_acc"]  # what a fresh choice predicted (CPU: exact)
+    assert updated["predicted_proxy_acc"] == current["predicted_proxy_acc"]
 
 
 def test_the_auto_bar_skips_a_table_of_auto_rows_alone():

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from plada_core.auto_selection import Candidate, candidate_grid
-from plada_core.proxy import AutoConfig, evaluate_candidates, proxy_epochs, without_pool_images
+from plada_core.proxy import (
+    AutoConfig,
+    evaluate_candidates,
+    proxy_epochs,
+    proxy_student_score,
+    without_pool_images,
+)
 from plada_core.selection import AUTO_SELECTOR, SelectionConfig, get_selector, select
 from plada_core.training import TrainConfig
 
@@ -77,6 +83,46 @@ def test_union_is_loaded_once_and_each_candidate_trains_on_its_own_rows():
     assert {r["proxy_epochs"] for r in choice.table} == {train.epochs} == {30}
     plain = evaluate_candidates(candidates[:1], scores, pack, load, x_val, y_val, train, 2, 2, min_steps=0)
     assert plain.table[0]["proxy_epochs"] == 2
+
+
+def test_the_prediction_is_the_winner_trained_for_the_recipes_epochs_and_the_proxys_score_is_kept():
+    scores = _scores()
+    candidates = candidate_grid(["energy", "pred"], SelectionConfig(selector=AUTO_SELECTOR, keep=8), alphas=())
+
+    def pack(cfg):
+        return scores["index"].to_numpy()[select({c: scores[c].to_numpy() for c in scores}, 2, cfg)], 50
+
+    def load(union):  # labels readable from pixel (0, 0), weakly: more epochs fit them better
+        x = torch.randn(len(union), 1, 4, 4, generator=torch.Generator().manual_seed(0))
+        x[:, 0, 0, 0] += torch.from_numpy(union % 2 * 2 - 1).float() * 0.5
+        return union, x
+
+    x_val = torch.randn(40, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    y_val = torch.arange(40) % 2
+    x_val[:, 0, 0, 0] += (y_val * 2 - 1).float() * 0.5
+    train = TrainConfig(model="plada_cnn", batch_size=8, lr=1e-2, shift=0.0, device="cpu", epochs=6)
+    args = (candidates, scores, pack, load, x_val, y_val, train, 2, 2)
+    proxy_only = evaluate_candidates(*args, min_steps=0, predict_at_recipe=False)
+    recipe = evaluate_candidates(*args, min_steps=0)
+    def measured(choice):
+        return [{k: v for k, v in row.items() if k != "wall_s"} for row in choice.table]
+
+    assert recipe.winner == proxy_only.winner and measured(recipe) == measured(proxy_only)  # the proxies choose
+    assert proxy_only.predicted.epochs == 2 and proxy_only.predicted.proxy_value is None
+    assert proxy_only.predicted.value == proxy_only.result.val_acc
+    p = recipe.predicted
+    assert p.epochs == 6 and p.proxy_value == proxy_only.predicted.value
+    kept = pack(recipe.winner.config)[0]
+    union, x = load(np.unique(np.concatenate([pack(c.config)[0] for c in candidates])))
+    rows = torch.from_numpy(np.searchsorted(union, kept))
+    labels = torch.from_numpy(scores.set_index("index").loc[kept, "pred"].to_numpy(np.int64))
+    expected = proxy_student_score(x[rows], labels, x_val, y_val, train, 6, 2)
+    assert p.value == expected.accuracy
+    assert p.se == pytest.approx(np.sqrt(p.value * (1 - p.value) / 40)) and p.ci95[0] <= p.value <= p.ci95[1]
+    assert "6 epochs" in p.note and p.as_dict()["proxy_value"] == p.proxy_value
+    # a winner whose proxy already trained the recipe's epochs is not trained again
+    full = evaluate_candidates(candidates, scores, pack, load, x_val, y_val, train, 6, 2, min_steps=0)
+    assert full.predicted.epochs == 6 and full.predicted.proxy_value is None
 
 
 def test_proxy_epochs_top_up_small_selections_to_the_step_floor_within_the_recipe():
