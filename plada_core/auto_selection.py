@@ -177,6 +177,14 @@ def wilson_interval(p: float, n: int, z: float = _Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def _curse_se(p: float, n: int) -> float:
+    """The spread the winner's-curse bound scales: the binomial SE, but never less than the Wilson interval's
+    half-width in SE units, which stays positive when every validation image is right (90 of 90: 1.0 points,
+    where the binomial SE is 0 and would claim no optimism at all)."""
+    lo, hi = wilson_interval(p, n)
+    return max(standard_error(p, n), (hi - lo) / (2 * _Z95))
+
+
 def _expected_max_normal(k: int) -> float:
     """E[max of k independent standard normals], Blom's approximation (0 for k = 1, 1.55 for 10, 2.07 for 32)."""
     return NormalDist().inv_cdf((k - 0.375) / (k + 0.25))
@@ -195,7 +203,8 @@ class PredictedAccuracy:
 
     ``optimism_bound`` is how much picking the best of ``n_candidates`` noisy estimates inflates the winner's
     (winner's curse), estimated for the worst case where every candidate is truly equally good and their errors
-    independent: SE x E[max of K standard normals]. Truly different candidates, and errors correlated through
+    independent: SE x E[max of K standard normals] (the SE no less than the Wilson interval implies, so a
+    perfect validation score still carries a bound). Truly different candidates, and errors correlated through
     the shared validation set, both make the bias smaller, so expect the client between
     ``value - optimism_bound`` and ``value`` (each ± the SE). ``runner_up_gap`` is the winner's proxy accuracy
     minus the best other one (negative when a tie went to the random baseline): well above ``optimism_bound``,
@@ -215,9 +224,10 @@ class PredictedAccuracy:
 
     def at_recipe_epochs(self, value: float, epochs: int) -> PredictedAccuracy:
         """This prediction with ``value`` measured again by the winner trained ``epochs`` epochs (the recipe's)."""
-        se = standard_error(value, self.n_val)
-        return replace(self, value=value, se=se, ci95=wilson_interval(value, self.n_val),
-                       optimism_bound=se * _expected_max_normal(self.n_candidates), epochs=epochs,
+        return replace(self, value=value, se=standard_error(value, self.n_val),
+                       ci95=wilson_interval(value, self.n_val),
+                       optimism_bound=_curse_se(value, self.n_val) * _expected_max_normal(self.n_candidates),
+                       epochs=epochs,
                        proxy_value=self.value if self.proxy_value is None else self.proxy_value)  # fmt: skip
 
     @property
@@ -384,7 +394,7 @@ def _predict(results: list[CandidateResult], win: int) -> PredictedAccuracy:
         ci95=wilson_interval(r.val_acc, r.n_val),
         n_val=r.n_val,
         n_candidates=len(results),
-        optimism_bound=se * _expected_max_normal(len(results)),
+        optimism_bound=_curse_se(r.val_acc, r.n_val) * _expected_max_normal(len(results)),
         runner_up_gap=r.val_acc - max(others) if others else 0.0,
         epochs=r.proxy_epochs,
     )

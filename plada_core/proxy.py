@@ -89,10 +89,10 @@ class AutoConfig:
     ] = 200  # fmt: skip
     predict_at_recipe: Annotated[
         bool,
-        Field(description="Train the chosen selection once more for the student recipe's full epochs and report "
-              "that student's validation accuracy as the predicted client accuracy (the proxies train fewer "
-              "epochs; on noisy labels they scored up to 3.5 points above the recipe's students). Off: the "
-              "winner's proxy accuracy, one training less."),
+        Field(description="Train the chosen selection once more for the proxy recipe's full epochs (publish: "
+              "teacher_epochs, with the proxy model) and report that student's validation accuracy as the "
+              "predicted client accuracy (the proxies train fewer epochs; on noisy labels they scored up to 3.5 "
+              "points above full-length students). Off: the winner's proxy accuracy, one training less."),
     ] = True  # fmt: skip
     tie_se: Annotated[
         float,

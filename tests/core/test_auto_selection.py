@@ -3,6 +3,7 @@ accuracy's uncertainty, and the proxy student on tiny tensors."""
 
 import json
 import math
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -186,6 +187,17 @@ def test_predicted_accuracy_uncertainty():
 def test_wilson_interval_stays_inside_zero_one():
     assert wilson_interval(0.0, 50)[0] == 0.0 and wilson_interval(0.0, 50)[1] > 0
     assert wilson_interval(1.0, 50)[1] == 1.0 and wilson_interval(1.0, 50)[0] < 1
+
+
+def test_a_perfect_validation_score_still_carries_a_winners_curse_bound():
+    grid = _grid(["random", "energy"])
+    p = choose(grid, _fake({"random": 0.9, "energy": 1.0}, n_val=90), tie_se=0).predicted
+    assert p.value == 1.0 and p.se == 0.0 and p.ci95[0] < 0.97
+    half_width_se = (p.ci95[1] - p.ci95[0]) / (2 * 1.959963984540054)
+    e_max_2 = NormalDist().inv_cdf((2 - 0.375) / (2 + 0.25))  # E[max of 2 standard normals], Blom
+    assert p.optimism_bound == pytest.approx(half_width_se * e_max_2, rel=1e-9) and p.optimism_bound > 0.005
+    again = p.at_recipe_epochs(1.0, 30)
+    assert again.optimism_bound == pytest.approx(p.optimism_bound) and again.proxy_value == 1.0
 
 
 def test_a_single_candidate_has_no_optimism():
