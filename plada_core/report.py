@@ -50,7 +50,8 @@ def build_report(
 
 def _measured(selection: dict) -> dict:
     """The publisher's own measurements: the validation table of the candidate selections with the predicted
-    client accuracy (the winner's validation accuracy, its SE and 95 % Wilson interval), and the leakage check."""
+    client accuracy (the winning selection's validation accuracy, see ``PredictedAccuracy``, its SE and 95 % Wilson
+    interval), and the leakage check."""
     auto = selection.get("auto_selection")
     predicted = (auto or {}).get("predicted_accuracy") or {}
     return {
