@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from benchmarks.selection_prepare import Prepared, frozen_student, prepare_pair, relevance_auroc
-from plada_core.auto_selection import CHOICE_RULE, candidate_grid, required_columns, standard_error
+from plada_core.auto_selection import CHOICE_RULE, Candidate, candidate_grid, required_columns
 from plada_core.classifier import fit_classifier
 from plada_core.devices import model_device
 from plada_core.models import create_model
 from plada_core.payload import PAPER_CODEC, decode_payload
-from plada_core.proxy import AutoConfig, evaluate_candidates, proxy_epochs, proxy_student_score
+from plada_core.proxy import AutoConfig, evaluate_candidates
 from plada_core.publishing import select_and_pack
 from plada_core.selection import AUTO_SELECTOR, SelectionConfig, energy_direction
 from plada_core.training import TrainConfig, accuracy, features, train_head
@@ -59,15 +59,22 @@ def auto_recipe() -> dict:
             "tie_se": auto.tie_se, "predict_at_recipe": auto.predict_at_recipe}  # fmt: skip
 
 
-def auto_choice(prep: Prepared, keep: float, seed: int) -> tuple[SelectionConfig, dict]:
+def auto_candidates(prep: Prepared, keep: float, seed: int) -> dict[str, Candidate]:
+    """The candidate grid ``auto`` measures at ``keep``, by name."""
+    base = SelectionConfig(selector=AUTO_SELECTOR, keep=keep, seed=seed)
+    return {c.name: c for c in candidate_grid(prep.scores.columns, base)}
+
+
+def auto_choice(prep: Prepared, keep: float, seed: int, only: str | None = None) -> tuple[SelectionConfig, dict]:
     """What ``--selector auto`` publishes at ``keep``: every candidate of the grid packed, a proxy student (the
     student recipe for ``AutoConfig().proxy_epochs`` epochs, at least ``proxy_min_steps`` steps; head-only on the
     pair's features for a frozen student) trained on each and measured on the validation split the teacher never
     saw, the best kept (``plada_core.proxy.evaluate_candidates``, the composite the publish task runs). Returns
-    the winner's config and what the row records of the choice."""
+    the winner's config and what the row records of the choice. ``only``: measure that candidate alone (its
+    prediction, without choosing again)."""
     start = time.perf_counter()
-    base = SelectionConfig(selector=AUTO_SELECTOR, keep=keep, seed=seed)
-    candidates = candidate_grid(prep.scores.columns, base)
+    grid = auto_candidates(prep, keep, seed)
+    candidates = list(grid.values()) if only is None else [grid[only]]
     pair = prep.pair
     proxy = TrainConfig(model=pair.student_model, epochs=pair.student_epochs, seed=seed)
 
@@ -93,24 +100,12 @@ def auto_choice(prep: Prepared, keep: float, seed: int) -> tuple[SelectionConfig
 
 def repredict(prep: Prepared, row: dict) -> dict:
     """An ``auto`` row finished before the prediction was measured at the recipe's epochs, brought up to date
-    without choosing again: its winner (same grid, keep and seed, so the same selection) trained as
-    ``evaluate_candidates`` now trains it, for the student recipe's epochs, and scored on the validation split.
-    The choice itself does not depend on ``predict_at_recipe``, so the rest of the row stands."""
-    pair = prep.pair
-    base = SelectionConfig(selector=AUTO_SELECTOR, keep=row["keep"], seed=row["seed"])
-    winner = {c.name: c for c in candidate_grid(prep.scores.columns, base)}[row["auto_choice"]]
-    kept = _pack(prep, winner.config).kept["index"].to_numpy(np.int64)
-    labels = torch.from_numpy(prep.scores.set_index("index").loc[kept, "pred"].to_numpy(np.int64))
-    cfg = TrainConfig(model=pair.student_model, epochs=pair.student_epochs, seed=row["seed"])
-    auto = AutoConfig()
-    out = {**row, "predicted_proxy_acc": row["predicted_acc"], "auto_recipe": auto_recipe()}
-    n_epochs = proxy_epochs(len(kept), cfg.batch_size, auto.proxy_epochs, auto.proxy_min_steps, cfg.epochs)
-    if auto.predict_at_recipe and n_epochs < cfg.epochs:
-        score = proxy_student_score(prep.x_pool[torch.from_numpy(kept)], labels, prep.x_val, prep.y_val, cfg,
-                                    cfg.epochs, prep.n_classes, pair.student_input.channels)  # fmt: skip
-        out["predicted_acc"] = score.accuracy
-        out["predicted_se"] = standard_error(score.accuracy, len(prep.y_val))
-    return out
+    without choosing again: its winner alone (same grid, keep and seed, so the same selection) goes through
+    ``auto_choice``, whose proxy (deterministic: the row's own proxy score again) and recipe-epoch training give
+    the prediction. The choice does not depend on ``predict_at_recipe``, so the rest of the row stands."""
+    _, record = auto_choice(prep, row["keep"], row["seed"], only=row["auto_choice"])
+    predicted = {k: record[k] for k in ("predicted_acc", "predicted_se", "predicted_proxy_acc")}
+    return {**row, **predicted, "auto_recipe": auto_recipe()}
 
 
 def run_one(prep: Prepared, selector: str, keep: float, seed: int, trained: dict | None = None) -> dict:

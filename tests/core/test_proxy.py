@@ -104,6 +104,7 @@ def test_the_prediction_is_the_winner_trained_for_the_recipes_epochs_and_the_pro
     args = (candidates, scores, pack, load, x_val, y_val, train, 2, 2)
     proxy_only = evaluate_candidates(*args, min_steps=0, predict_at_recipe=False)
     recipe = evaluate_candidates(*args, min_steps=0)
+
     def measured(choice):
         return [{k: v for k, v in row.items() if k != "wall_s"} for row in choice.table]
 
