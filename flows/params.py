@@ -214,9 +214,11 @@ class PublishSettings(Shared, TeacherTraining, TeacherSource, Scoring, Selection
         return AutoConfig(**self._values(AutoConfig))
 
     def proxy_config(self) -> TrainConfig:
-        """The proxy students' recipe: the teacher's, with ``proxy_model`` when given (epochs: ``proxy_epochs``)."""
+        """The proxy students' recipe: the teacher's, with ``proxy_model`` and ``recipe_epochs`` when given (the
+        recipe's epochs are the predicted student's; the proxies train ``proxy_epochs``)."""
         train = self.teacher_config().train
-        return train if self.proxy_model is None else dataclasses.replace(train, model=self.proxy_model)
+        return dataclasses.replace(train, model=self.proxy_model or train.model,
+                                   epochs=self.recipe_epochs or train.epochs)  # fmt: skip
 
     def student_recipe(self) -> dict:
         """The student a client should train when it has no preference: the model and input the proxy students
@@ -323,8 +325,10 @@ class RunRequest(PublishSettings, StudentRecipe, _Targets, _Out, _ShardSize):
     references: list[str] = Field(..., min_length=1, description="Reference pool source specs, e.g. mnist5k.")
 
     def publish_request(self, reference_url: str, out: str) -> PublishRequest:
-        """The publish step; its proxy students are this run's student model unless ``proxy_model`` says."""
-        given = {"reference_url": reference_url, "out": out, "proxy_model": self.proxy_model or self.student_model}
+        """The publish step; its proxy students are this run's student model and its predicted accuracy is for this
+        run's student epochs, unless ``proxy_model`` and ``recipe_epochs`` say otherwise."""
+        given = {"reference_url": reference_url, "out": out, "proxy_model": self.proxy_model or self.student_model,
+                 "recipe_epochs": self.recipe_epochs or self.student_epochs}  # fmt: skip
         return PublishRequest(**{**self._shared_with(PublishRequest), **given})
 
     def student_request(self, payload: str, reference_url: str, out: str) -> StudentRequest:

@@ -89,8 +89,8 @@ class AutoConfig:
     ] = 200  # fmt: skip
     predict_at_recipe: Annotated[
         bool,
-        Field(description="Train the chosen selection once more for the proxy recipe's full epochs (publish: "
-              "teacher_epochs, with the proxy model) and report that student's validation accuracy as the "
+        Field(description="Train the chosen selection once more for the student recipe's epochs (recipe_epochs, "
+              "with the proxy model) and report that student's validation accuracy as the "
               "predicted client accuracy (the proxies train fewer epochs; on noisy labels they scored up to 3.5 "
               "points above full-length students). Off: the winner's proxy accuracy, one training less."),
     ] = True  # fmt: skip
@@ -104,6 +104,11 @@ class AutoConfig:
         str | None,
         Field(min_length=1, description="Model of the proxy students; empty: the teacher's (plada run: the "
               "student's)."),
+    ] = None  # fmt: skip
+    recipe_epochs: Annotated[
+        int | None,
+        Field(ge=1, le=1000, description="Epochs of the student recipe the predicted accuracy is about (no proxy "
+              "trains longer); empty: the teacher's (plada run: the student's)."),
     ] = None  # fmt: skip
     exclude_test_duplicates: Annotated[
         bool, Field(description="Never select a pool image that duplicates a target test image.")

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-__all__ = ["REPORT_KEYS", "build_report", "leakage_markdown", "report_markdown", "report_rows", "validation_markdown"]
+import numpy as np
+
+from plada_core.paired import paired_difference
+
+__all__ = [
+    "REPORT_KEYS",
+    "build_report",
+    "leakage_markdown",
+    "report_markdown",
+    "report_rows",
+    "student_vs_random",
+    "validation_markdown",
+]
 
 REPORT_KEYS = (
     "teacher_acc",
@@ -46,6 +58,18 @@ def build_report(
         **_measured(selection),
         **extra,
     }
+
+
+def student_vs_random(student: dict | None, random_student: dict | None) -> dict | None:
+    """The PLADA student's accuracy minus the random baseline's, paired image by image (``PairedDifference``),
+    from the two students' evaluation predictions (``pred``, ``label``); None when either has none (a run
+    without a test split, or students trained before predictions were kept)."""
+    if student is None or random_student is None:
+        return None
+    if not np.array_equal(student["label"], random_student["label"]):
+        raise ValueError("the two students were evaluated on different test splits: they cannot be compared")
+    label = student["label"]
+    return paired_difference(student["pred"] == label, random_student["pred"] == label).summary()
 
 
 def _measured(selection: dict) -> dict:
@@ -124,5 +148,16 @@ def report_markdown(report: dict, title: str = "PLADA run") -> str:
         f"`random_acc` is the same student recipe trained on a random selection of the same size "
         f"({report['n_kept']} images) with the same seed.",
     ]
+    lines += _versus_random_markdown(report.get("student_vs_random"))
     lines += validation_markdown(report.get("auto_selection")) + leakage_markdown(report.get("leakage"))
     return "\n".join(lines) + "\n"
+
+
+def _versus_random_markdown(paired: dict | None) -> list[str]:
+    if not paired:
+        return []
+    lo, hi = paired["ci95"]
+    line = (f"Student − random, paired on the same {paired['n']} test images: {100 * paired['diff']:+.2f} points "
+            f"± {100 * paired['se']:.2f} (95 % CI {100 * lo:+.2f} to {100 * hi:+.2f}); {paired['a_only']} images only "
+            f"the student gets right, {paired['b_only']} only the random baseline; McNemar p = {paired['p_value']:.3g}.")
+    return ["", line]

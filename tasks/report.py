@@ -7,7 +7,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from plada_core.io import checkpoints, layout, pool, storage
-from plada_core.report import build_report, report_markdown, report_rows
+from plada_core.io.arrays import read_npz
+from plada_core.report import build_report, report_markdown, report_rows, student_vs_random
 
 
 @task(cache_policy=NO_CACHE)
@@ -21,7 +22,9 @@ def write_report(
     times: dict,
 ) -> dict:
     _, teacher = checkpoints.load_checkpoint(teacher_url)
-    report = build_report(teacher, selection, student, random_student, pool.read_reference(reference_url), times)
+    paired = student_vs_random(_predictions(student), _predictions(random_student))
+    report = build_report(teacher, selection, student, random_student, pool.read_reference(reference_url), times,
+                          student_vs_random=paired)  # fmt: skip
     markdown = report_markdown(report)
     json_url, markdown_url = layout.report_urls(out_url)
     storage.write_json(json_url, report)
@@ -33,3 +36,9 @@ def write_report(
     )
     create_markdown_artifact(key="plada-report-md", markdown=markdown)
     return report
+
+
+def _predictions(metrics: dict) -> dict | None:
+    """A student's evaluation predictions, when its metrics point at them."""
+    url = metrics.get("eval_predictions")
+    return read_npz(url) if url and storage.exists(url) else None

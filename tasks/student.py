@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 
+import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -12,9 +13,10 @@ from plada_core.classifier import checkpoint_meta, class_names_for, fit_classifi
 from plada_core.config import StudentConfig, to_dict
 from plada_core.inference import EXPORT_FORMATS, check_export, export_model, model_card
 from plada_core.io import checkpoints, layout, pool, releases, storage
+from plada_core.io.arrays import write_npz
 from plada_core.io.payload_stream import PayloadStream
 from plada_core.payload import PayloadError, read_header
-from plada_core.training import accuracy
+from plada_core.training import predict
 from tasks.common import load_split, logger, setup_torch
 
 
@@ -27,7 +29,8 @@ def train_student(payload_url: str, reference_url: str, out_url: str, cfg: Stude
     pool's, its images are streamed from the pool shards that hold them (``PayloadStream``, decoded in
     ``num_workers`` DataLoader workers), and images the pool cannot provide are counted (``n_missing``, ``drops``).
     Class names come from the payload (format 2), else from the ``eval_spec`` split, else ``class_<i>``
-    (``class_names_from`` says which). ``eval_spec`` (a source spec) adds ``student_acc``, None without it.
+    (``class_names_from`` says which). ``eval_spec`` (a source spec) adds ``student_acc`` and ``eval_predictions`` (per image: ``layout.eval_predictions_url``),
+    None without it.
     ``export`` (``torchscript`` or ``onnx``) also writes the exported model and its ``student.json`` card.
     """
     if export is not None:
@@ -51,10 +54,13 @@ def train_student(payload_url: str, reference_url: str, out_url: str, cfg: Stude
     if drops.total:
         logger().warning("%d of %d payload images are missing or unreadable in the local pool: %s", drops.total,
                          payload.k, drops.as_dict())
-    acc, eval_names = None, None
+    acc, eval_names, predictions_url = None, None, None
     if eval_spec:
         x_test, y_test, eval_names = load_split(eval_spec, cfg.preprocess)
-        acc = accuracy(fit.model, x_test, y_test)
+        pred = predict(fit.model, x_test).argmax(1)
+        acc = float((pred == y_test).float().mean())
+        predictions_url = write_npz(layout.eval_predictions_url(out_url), pred=pred.numpy().astype(np.int32),
+                                    label=y_test.numpy().astype(np.int32))  # fmt: skip
     class_names, found = class_names_for(payload.n_classes, payload.class_names, eval_names)
     names_from = {0: "payload", 1: "eval", None: "generated"}[found]
     if names_from != "payload":
@@ -71,6 +77,7 @@ def train_student(payload_url: str, reference_url: str, out_url: str, cfg: Stude
     metrics = {
         "student_acc": acc,
         "eval": eval_spec or None,
+        "eval_predictions": predictions_url,
         "n_train": fit.n_seen[-1],
         "n_missing": drops.total,
         "drops": drops.as_dict(),

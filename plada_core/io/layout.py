@@ -176,6 +176,12 @@ def metrics_url(out_url: str) -> str:
     return join(out_url, "metrics.json")
 
 
+def eval_predictions_url(out_url: str) -> str:
+    """The student's predicted class and the true label of every image of its evaluation split (``pred``,
+    ``label``): what pairs two students' accuracies on the same images."""
+    return join(out_url, "eval-predictions.npz")
+
+
 def student_report_url(out_url: str) -> str:
     return join(out_url, STUDENT_REPORT_NAME)
 

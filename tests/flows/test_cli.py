@@ -7,6 +7,7 @@ import json
 import pytest
 
 from flows.cli import _build_parser, main, parse, parse_keep
+from flows.params import PublishRequest
 from plada_core.config import StudentConfig, TeacherConfig
 from plada_core.images import PreprocessConfig
 from plada_core.payload import CODECS
@@ -111,6 +112,21 @@ def test_flags_reach_the_stage_configs():
     assert teacher.preprocess == run.student_config().preprocess == PreprocessConfig(image_size=8, crop="content")
     assert run.student_config().train == TrainConfig(lr=0.01, seed=4)
     assert run.task_runner().__class__.__name__ == "DaskTaskRunner"
+
+
+def test_the_prediction_is_about_the_student_the_run_trains():
+    """plada run: the proxies are the run's student model and the predicted accuracy is a student trained for
+    the run's student epochs, not the teacher's; --recipe-epochs and --proxy-model still win; publish alone
+    predicts at the teacher's epochs."""
+    base = ["run", *REQUIRED["run"], "--target-test", "t", "--out", "o", "--teacher-epochs", "12"]
+    _, run = parse([*base, "--student-epochs", "7", "--student-model", "plada_cnn_wide"])
+    proxy = run.publish_request("ref", "out").proxy_config()
+    assert (proxy.epochs, proxy.model, proxy.lr) == (7, "plada_cnn_wide", run.teacher_config().train.lr)
+    _, run = parse([*base, "--student-epochs", "7", "--recipe-epochs", "9", "--proxy-model", "plada_cnn"])
+    assert (run.publish_request("ref", "out").proxy_config().epochs, run.publish_request("ref", "out").proxy_model) \
+        == (9, "plada_cnn")  # fmt: skip
+    assert PublishRequest(reference_url="r", out="o", target_train="a", target_test="b",
+                          teacher_epochs=12).proxy_config().epochs == 12  # fmt: skip
 
 
 def test_defaults_are_the_core_configs_defaults():

@@ -11,6 +11,7 @@ from flows.params import RunRequest
 from flows.run import plada_run
 from plada_core.images import PreprocessConfig
 from plada_core.io import pool, storage
+from plada_core.io.arrays import read_npz
 from plada_core.payload import decode_payload
 
 
@@ -48,6 +49,11 @@ def test_plada_run_end_to_end(prefect_server, tiny_npz, tmp_path):
     on_disk = json.loads((tmp_path / "run" / "report.json").read_text())
     assert on_disk["student_acc"] == report["student_acc"]
     assert "| student_acc |" in (tmp_path / "run" / "report.md").read_text()
+    # student vs random, paired on the same test images: consistent with the two accuracies and in the markdown
+    paired = report["student_vs_random"]
+    assert paired["diff"] == pytest.approx(report["student_acc"] - report["random_acc"], abs=1e-6)
+    assert paired["n"] == len(read_npz(str(tmp_path / "run" / "student" / "eval-predictions.npz"))["label"])
+    assert "Student − random, paired on the same" in (tmp_path / "run" / "report.md").read_text()
 
 
 def test_auto_is_the_default_and_its_validation_table_is_recorded_everywhere(prefect_server, tiny_npz, tmp_path):

@@ -15,6 +15,7 @@ from plada_core.classifier import model_from_checkpoint
 from plada_core.config import StudentConfig
 from plada_core.images import PreprocessConfig
 from plada_core.io import checkpoints, pool, storage
+from plada_core.io.arrays import read_npz
 from plada_core.io.sources import open_source
 from plada_core.payload import encode_payload
 from plada_core.training import TrainConfig
@@ -44,6 +45,7 @@ def test_trains_from_the_payload_alone_and_the_checkpoint_describes_itself(clien
     out = str(tmp_path / "stu")
     metrics = train_student.fn(client["named"], client["pool"], out, CFG)
     assert metrics["student_acc"] is None and metrics["eval"] is None, "no test split: no accuracy"
+    assert metrics["eval_predictions"] is None
     assert (metrics["n_train"], metrics["n_missing"], metrics["drops"]["unreadable"]) == (200, 0, 0)
     assert (metrics["task"], metrics["version"], metrics["class_names_from"]) == ("digits", "v1", "payload")
     state, meta = checkpoints.load_checkpoint(storage.join(out, "student.pt"))
@@ -63,6 +65,8 @@ def test_eval_is_optional_and_names_the_classes_of_an_old_payload(client, tiny_n
     metrics = train_student.fn(client["bare"], client["pool"], str(tmp_path / "e"), longer, eval_spec=tiny_npz["test"])
     assert 0.5 < metrics["student_acc"] <= 1.0 and metrics["eval"] == tiny_npz["test"]
     assert metrics["class_names_from"] == "eval" and metrics["task"] is None
+    kept = read_npz(metrics["eval_predictions"])  # per image, what pairs two students on the same test split
+    assert len(kept["pred"]) == len(kept["label"]) and (kept["pred"] == kept["label"]).mean() == pytest.approx(metrics["student_acc"])
     bare = train_student.fn(client["bare"], client["pool"], str(tmp_path / "b"), CFG)
     _, meta = checkpoints.load_checkpoint(str(tmp_path / "b" / "student.pt"))
     assert bare["class_names_from"] == "generated" and meta["class_names"] == [f"class_{i}" for i in range(10)]
