@@ -29,8 +29,8 @@ def train_student(payload_url: str, reference_url: str, out_url: str, cfg: Stude
     pool's, its images are streamed from the pool shards that hold them (``PayloadStream``, decoded in
     ``num_workers`` DataLoader workers), and images the pool cannot provide are counted (``n_missing``, ``drops``).
     Class names come from the payload (format 2), else from the ``eval_spec`` split, else ``class_<i>``
-    (``class_names_from`` says which). ``eval_spec`` (a source spec) adds ``student_acc`` and ``eval_predictions`` (per image: ``layout.eval_predictions_url``),
-    None without it.
+    (``class_names_from`` says which). ``eval_spec`` (a source spec) adds ``student_acc`` and ``eval_predictions``
+    (each test image's prediction, ``layout.eval_predictions_url``), both None without it.
     ``export`` (``torchscript`` or ``onnx``) also writes the exported model and its ``student.json`` card.
     """
     if export is not None:
