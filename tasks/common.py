@@ -12,6 +12,7 @@ from prefect.logging import get_run_logger
 from plada_core.datasets import labelled_tensors
 from plada_core.images import PreprocessConfig
 from plada_core.io import layout, storage
+from plada_core.io.arrays import read_npz
 from plada_core.io.sources import open_source
 from plada_core.relevance import TargetBank
 from plada_core.training import configure_torch
@@ -61,3 +62,9 @@ def load_bank(teacher_url: str) -> TargetBank | None:
     """The teacher's target bank, or None for a teacher published before banks existed."""
     url = layout.bank_url(teacher_url)
     return TargetBank.from_bytes(storage.read_bytes(url)) if storage.exists(url) else None
+
+
+def eval_predictions(metrics: dict | None) -> dict | None:
+    """A student's per-image evaluation predictions (``pred``, ``label``), when its metrics point at them."""
+    url = (metrics or {}).get("eval_predictions")
+    return read_npz(url) if url and storage.exists(url) else None

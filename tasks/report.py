@@ -7,8 +7,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from plada_core.io import checkpoints, layout, pool, storage
-from plada_core.io.arrays import read_npz
 from plada_core.report import build_report, report_markdown, report_rows, student_vs_random
+from tasks.common import eval_predictions
 
 
 @task(cache_policy=NO_CACHE)
@@ -22,7 +22,7 @@ def write_report(
     times: dict,
 ) -> dict:
     _, teacher = checkpoints.load_checkpoint(teacher_url)
-    paired = student_vs_random(_predictions(student), _predictions(random_student))
+    paired = student_vs_random(eval_predictions(student), eval_predictions(random_student))
     report = build_report(teacher, selection, student, random_student, pool.read_reference(reference_url), times,
                           student_vs_random=paired)  # fmt: skip
     markdown = report_markdown(report)
@@ -36,9 +36,3 @@ def write_report(
     )
     create_markdown_artifact(key="plada-report-md", markdown=markdown)
     return report
-
-
-def _predictions(metrics: dict) -> dict | None:
-    """A student's evaluation predictions, when its metrics point at them."""
-    url = metrics.get("eval_predictions")
-    return read_npz(url) if url and storage.exists(url) else None

@@ -10,6 +10,8 @@ from prefect.cache_policies import NO_CACHE
 
 from plada_core.io import layout, releases, storage
 from plada_core.plots import accuracy_vs_payload_png
+from plada_core.report import student_vs_random
+from tasks.common import eval_predictions
 
 
 def _history_plot(report: dict, out_url: str, student_tag: str) -> str:
@@ -40,6 +42,7 @@ def write_student_report(
         "payload_url": metrics["payload_url"],
         "student_model": metrics["config"]["train"]["model"],
         "publish_flow_run_id": publish_flow_run_id,
+        "student_vs_random": student_vs_random(eval_predictions(metrics), eval_predictions(random_metrics)),
     }
     storage.write_json(layout.student_report_url(out_url), report)
     create_table_artifact(

@@ -127,6 +127,8 @@ def test_student_runs_report_and_plot_accuracy_over_releases(prefect_server, req
         report = train_student_release(record["payload_url"], record["reference_url"], tiny_npz["test"],
                                        record["random_payload_url"], record["publish_flow_run_id"], student)
         assert report["random_acc"] is not None and report["n_kept"] == round(keep * 300)
+        paired = report["student_vs_random"]  # the two students on the same test images
+        assert paired["diff"] == pytest.approx(report["student_acc"] - report["random_acc"], abs=1e-6)
     rows = releases.student_reports(request_for().root_url, "tiny", "plada_cnn-seed0")
     assert sorted(r["version"] for r in rows) == ["k10", "k30"]
     png = (releases.version_url(request_for().root_url, "tiny", "k30").removeprefix("file://")
