@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from plada_core.paired import Z95 as _Z95
 from plada_core.selection import SELECTORS, SelectionConfig, get_selector
 
 __all__ = [
@@ -40,7 +41,6 @@ __all__ = [
 
 # ``auto_energy`` is ``energy`` or ``opposite_energy`` exactly (whichever direction it detects); both are in the grid.
 REDUNDANT_SELECTORS = ("auto_energy",)
-_Z95 = NormalDist().inv_cdf(0.975)
 
 
 class _ColumnProbe(Mapping):

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 
 import numpy as np
 from scipy.stats import binomtest
 
 __all__ = ["PairedDifference", "paired_difference"]
 
-Z95 = 1.959964
+Z95 = NormalDist().inv_cdf(0.975)  # two-sided 95 %; auto_selection's intervals use it too
 
 
 @dataclass(frozen=True)

@@ -159,5 +159,6 @@ def _versus_random_markdown(paired: dict | None) -> list[str]:
     lo, hi = paired["ci95"]
     line = (f"Student − random, paired on the same {paired['n']} test images: {100 * paired['diff']:+.2f} points "
             f"± {100 * paired['se']:.2f} (95 % CI {100 * lo:+.2f} to {100 * hi:+.2f}); {paired['a_only']} images only "
-            f"the student gets right, {paired['b_only']} only the random baseline; McNemar p = {paired['p_value']:.3g}.")
+            f"the student gets right, {paired['b_only']} only the random baseline; "
+            f"McNemar p = {paired['p_value']:.3g}.")
     return ["", line]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -29,7 +31,7 @@ def test_mcnemar_is_exact_and_symmetric():
     b = np.array([False] * 9 + [True] * 1 + [True] * 90)
     d = paired_difference(a, b)
     assert (d.a_only, d.b_only) == (9, 1)
-    assert d.p_value == pytest.approx(2 * sum(__import__("math").comb(10, k) for k in range(2)) / 2**10)
+    assert d.p_value == pytest.approx(2 * sum(math.comb(10, k) for k in range(2)) / 2**10)
     assert paired_difference(b, a).p_value == pytest.approx(d.p_value) and paired_difference(b, a).diff == -d.diff
 
 

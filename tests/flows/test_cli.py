@@ -123,8 +123,8 @@ def test_the_prediction_is_about_the_student_the_run_trains():
     proxy = run.publish_request("ref", "out").proxy_config()
     assert (proxy.epochs, proxy.model, proxy.lr) == (7, "plada_cnn_wide", run.teacher_config().train.lr)
     _, run = parse([*base, "--student-epochs", "7", "--recipe-epochs", "9", "--proxy-model", "plada_cnn"])
-    assert (run.publish_request("ref", "out").proxy_config().epochs, run.publish_request("ref", "out").proxy_model) \
-        == (9, "plada_cnn")  # fmt: skip
+    publish = run.publish_request("ref", "out")
+    assert (publish.proxy_config().epochs, publish.proxy_model) == (9, "plada_cnn")
     assert PublishRequest(reference_url="r", out="o", target_train="a", target_test="b",
                           teacher_epochs=12).proxy_config().epochs == 12  # fmt: skip
 

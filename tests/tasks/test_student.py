@@ -66,7 +66,8 @@ def test_eval_is_optional_and_names_the_classes_of_an_old_payload(client, tiny_n
     assert 0.5 < metrics["student_acc"] <= 1.0 and metrics["eval"] == tiny_npz["test"]
     assert metrics["class_names_from"] == "eval" and metrics["task"] is None
     kept = read_npz(metrics["eval_predictions"])  # per image, what pairs two students on the same test split
-    assert len(kept["pred"]) == len(kept["label"]) and (kept["pred"] == kept["label"]).mean() == pytest.approx(metrics["student_acc"])
+    assert len(kept["pred"]) == len(kept["label"])
+    assert (kept["pred"] == kept["label"]).mean() == pytest.approx(metrics["student_acc"])
     bare = train_student.fn(client["bare"], client["pool"], str(tmp_path / "b"), CFG)
     _, meta = checkpoints.load_checkpoint(str(tmp_path / "b" / "student.pt"))
     assert bare["class_names_from"] == "generated" and meta["class_names"] == [f"class_{i}" for i in range(10)]
