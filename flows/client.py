@@ -4,42 +4,56 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.params import StudentRequest
+from flows.params import StudentRequest, recipe_training_ignored, recipe_training_own
 from tasks.student import payload_student_recipe, resolve_release, train_student
 
 
 @flow(name="train-student")
 def student_run(request: StudentRequest) -> dict:
     """Train a student from ``request.payload`` into ``request.out``; returns its metrics (also in
-    ``metrics.json``) and ``student_recipe_from``.
+    ``metrics.json``), ``student_recipe_from``, ``recipe_ignored`` and ``recipe_overridden``.
 
     With ``request.release`` instead: train the release's current version into ``<out>/<task>/<version>/``,
     or do nothing when it is already trained there; returns ``status`` (``trained`` or ``skipped``), ``task``,
-    ``version``, ``out`` and, when trained, ``student_recipe_from`` and the ``metrics``.
+    ``version``, ``out`` and, when trained, those three and the ``metrics``.
 
     A request that names no student model (nor an input of its own) trains the student the publisher
-    recommends (``student_recipe``: its proxy model and input), from the release record or else the payload
-    (format 3); ``student_recipe_from`` says ``release``, ``payload`` or ``request``.
+    recommends (``student_recipe``: its proxy model, input and training settings; a flag the request set itself,
+    such as ``--student-epochs``, wins), from the release record or else the payload (format 3);
+    ``student_recipe_from`` says ``release``, ``payload`` or ``request``; ``recipe_ignored`` lists the
+    recipe's training settings this installation does not know (trained without them) and ``recipe_overridden``
+    those the request set itself (its student is then not the one the accuracy was predicted for); a warning
+    says so for each.
     """
     if request.release is None:
-        request, recipe_from = _following(request, None, request.payload)
-        return {**_train(request, request.payload, request.out), "student_recipe_from": recipe_from}
+        request, followed = _following(request, None, request.payload)
+        return {**_train(request, request.payload, request.out), **followed}
     plan = resolve_release(request.release, request.reference_url, request.out)
     done = {k: plan[k] for k in ("task", "version", "payload_url", "out")}
     if plan["trained"]:
         return {"status": "skipped", **done}
-    request, recipe_from = _following(request, plan["student_recipe"], plan["payload_url"])
+    request, followed = _following(request, plan["student_recipe"], plan["payload_url"])
     metrics = _train(request, plan["payload_url"], plan["out"])
-    return {"status": "trained", **done, "student_recipe_from": recipe_from, "metrics": metrics}
+    return {"status": "trained", **done, **followed, "metrics": metrics}
 
 
-def _following(request: StudentRequest, released: dict | None, payload_url: str) -> tuple[StudentRequest, str]:
-    if released:
-        request, recipe_from = request.following(released, "release")
-    else:
-        request, recipe_from = request.following(payload_student_recipe(payload_url), "payload")
-    get_run_logger().info("student %s at %s from the %s", request.student_model, request.preprocess, recipe_from)
-    return request, recipe_from
+def _following(request: StudentRequest, released: dict | None, payload_url: str) -> tuple[StudentRequest, dict]:
+    recipe, source = (released, "release") if released else (payload_student_recipe(payload_url), "payload")
+    own = recipe_training_own(request, recipe)
+    request, recipe_from = request.following(recipe, source)
+    logger = get_run_logger()
+    logger.info("student %s at %s, %d epochs (batch %d, lr %g), from the %s", request.student_model,
+                request.preprocess, request.student_epochs, request.student_batch_size, request.student_lr,
+                recipe_from)  # fmt: skip
+    followed = recipe_from != "request"
+    ignored, own = (recipe_training_ignored(recipe), own) if followed else ([], [])
+    if ignored:
+        logger.warning("the %s's recipe sets %s, which this PLADA version does not know: trained without them "
+                       "(upgrade PLADA to follow the whole recipe)", source, ", ".join(ignored))  # fmt: skip
+    if own:
+        logger.warning("%s set here, not as the %s's recipe says: the predicted accuracy is about the recipe's "
+                       "student, not this one", ", ".join(own), source)  # fmt: skip
+    return request, {"student_recipe_from": recipe_from, "recipe_ignored": ignored, "recipe_overridden": own}
 
 
 def _train(request: StudentRequest, payload_url: str, out: str) -> dict:

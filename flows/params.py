@@ -38,7 +38,7 @@ from plada_core.payload import AUTO, CODECS, HEADER_SIZE
 from plada_core.proxy import AutoConfig
 from plada_core.scoring import ScoringConfig
 from plada_core.selection import SelectionConfig
-from plada_core.training import TrainConfig
+from plada_core.training import RECIPE_FIELDS, TrainConfig, recipe_training
 
 __all__ = [
     "PublishRequest",
@@ -48,6 +48,8 @@ __all__ = [
     "StudentRecipe",
     "StudentRequest",
     "config_fields",
+    "recipe_training_ignored",
+    "recipe_training_own",
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
@@ -221,10 +223,11 @@ class PublishSettings(Shared, TeacherTraining, TeacherSource, Scoring, Selection
                                    epochs=self.recipe_epochs or train.epochs)  # fmt: skip
 
     def student_recipe(self) -> dict:
-        """The student a client should train when it has no preference: the model and input the proxy students
-        were trained with, so the predicted accuracy is about that recipe. The payload (format 3) and the
-        release record carry it."""
-        return {"model": self.proxy_config().model, "preprocess": to_dict(self.preprocess)}
+        """The student a client should train when it has no preference: the model, input and training (epochs,
+        batch size, learning rate, …: ``RECIPE_FIELDS``) the predicted accuracy is about, those of
+        ``proxy_config``. The payload (format 3) and the release record carry it."""
+        proxy = self.proxy_config()
+        return {"model": proxy.model, "preprocess": to_dict(self.preprocess), "train": recipe_training(proxy)}
 
 
 class PublishRequest(PublishSettings, _Pool, _Targets, _Out):
@@ -302,21 +305,39 @@ class StudentRequest(StudentRecipe, _Pool, _Out):
         return self
 
     def following(self, recipe: dict | None, source: str = "release") -> tuple[StudentRequest, str]:
-        """This request with the publisher's ``student_recipe`` (model and input, ``PublishSettings.student_recipe``;
-        from ``source``: the release record or the payload) when it chose neither a student model nor an input of
-        its own, and where the student came from: ``source`` or ``"request"``. Releases and payloads made before
-        recipes travelled have none."""
+        """This request with the publisher's ``student_recipe`` (``PublishSettings.student_recipe``; from
+        ``source``: the release record or the payload) when it chose neither a student model nor an input of its
+        own, and where the student came from: ``source`` or ``"request"``. The recipe's model and input are taken
+        whole; of its training settings (``train``) each one the request did not set itself (``--student-epochs``
+        … win), and only those this installation knows (``recipe_training_ignored`` names the rest). Releases and
+        payloads made before recipes travelled have none; those made before training settings travelled carry
+        model and input only, and the request's own training settings stay."""
         own_input = self.preprocess != model_input(self.student_model)
         if not recipe or "student_model" in self.model_fields_set or own_input:
             return self, "request"
+        training = {f"student_{name}": value for name, value in (recipe.get("train") or {}).items()
+                    if name in RECIPE_FIELDS and f"student_{name}" not in self.model_fields_set}  # fmt: skip
         values = {**self.model_dump(exclude_unset=True), "student_model": recipe.get("model"),
-                  "preprocess": recipe.get("preprocess")}  # fmt: skip
+                  "preprocess": recipe.get("preprocess"), **training}  # fmt: skip
         try:
             return StudentRequest(**values), source
         except ValidationError as exc:
             raise ValueError(f"the {source} recommends the student {recipe!r}, which this installation cannot "
                              f"train ({exc.errors()[0]['msg']}): pass --student-model (and its input) "
                              "yourself") from None  # fmt: skip
+
+
+def recipe_training_ignored(recipe: dict | None) -> list[str]:
+    """The training settings of a publisher's ``recipe`` that ``StudentRequest.following`` cannot apply because
+    this installation does not know them (a newer publisher's), sorted; a client reports them."""
+    return sorted(set((recipe or {}).get("train") or {}) - set(RECIPE_FIELDS))
+
+
+def recipe_training_own(request: StudentRequest, recipe: dict | None) -> list[str]:
+    """The training settings of ``recipe`` that ``request`` sets itself (``--student-epochs`` …), which win over
+    the recipe's when it is followed, sorted; a client reports them."""
+    train = (recipe or {}).get("train") or {}
+    return sorted(name for name in train if name in RECIPE_FIELDS and f"student_{name}" in request.model_fields_set)
 
 
 class RunRequest(PublishSettings, StudentRecipe, _Targets, _Out, _ShardSize):

@@ -66,8 +66,9 @@ class Payload:
     ``indices`` (int64) strictly increase, ``labels`` are int32; both arrays are read-only. A format-2 payload
     names its classes (label ``i`` is ``class_names[i]``) and, when the publisher gave them, its task and release
     version; a format-1 payload has None in all three. A format-3 payload also carries ``student_recipe``: the
-    student the publisher recommends (``{"model": ..., "preprocess": {...}}``, the recipe its predicted accuracy
-    was measured with).
+    student the publisher recommends (``{"model": ..., "preprocess": {...}, "train": {"epochs": ..., ...}}``, the
+    recipe its predicted accuracy was measured with; payloads published before training settings travelled have
+    no ``train``).
     """
 
     indices: np.ndarray

@@ -3,8 +3,8 @@
 
 A client holds only the pool and the payload, so the payload names its C classes (label ``i`` is
 ``class_names[i]``) and, when the publisher gave them, the task and the release version. A format-3 payload also
-carries the publisher's *student recipe* (the model and input its predicted accuracy was measured with), so a
-client that names no model of its own trains the one the accuracy is about. The section sits
+carries the publisher's *student recipe* (the model, input and training settings its predicted accuracy was
+measured with), so a client that names no model of its own trains the one the accuracy is about. The section sits
 between the container's header and the codec's body (``plada_core.payload``); it is not a body codec, but
 it shares their job (bytes to values, untrusted input), hence its home here.
 
@@ -22,7 +22,7 @@ Limits, checked on both sides (the decoder raises :class:`NamesProblem`, the con
 - the recipe is compact JSON (``json.dumps(recipe, sort_keys=True, separators=(",", ":"))``, ASCII, at most
   512 bytes): an object with a ``model`` (a release name) and at most 16 entries whose keys match
   ``[a-z][a-z0-9_]{0,31}`` and whose values are strings (at most 100 characters, no control characters),
-  integers, finite numbers, booleans, or one level of objects under the same rules (``preprocess``);
+  integers, finite numbers, booleans, or one level of objects under the same rules (``preprocess``, ``train``);
 - the text is at most ``202 + 257 * C`` bytes (``715 + 257 * C`` in format 3; the most those limits allow):
   stored text longer than that is refused, and a Zstd frame is decompressed in pieces and refused as soon as
   it grows past it.

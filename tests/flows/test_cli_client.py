@@ -143,9 +143,12 @@ def test_release_trains_once_per_version(storage_root, tiny_npz, prefect_server,
     assert (meta["model"], meta["preprocess"]) == ("plada_cnn", recipe["preprocess"])
 
 
-def test_a_bare_payload_brings_its_publishers_student(client, tiny_npz, prefect_server, tmp_path, capsys):
-    """Format 3: a client with only the pool and a payload trains the student the publisher measured."""
-    recipe = {"model": "plada_cnn", "preprocess": {"channels": 1, "crop": "content", "image_size": 8}}
+def test_a_bare_payload_brings_its_publishers_student(client, tiny_npz, prefect_server, tmp_path, capsys, caplog):
+    """Format 3: a client with only the pool and a payload trains the student the publisher measured: its model,
+    input and training settings; a flag the client set itself wins, and a setting it does not know is reported."""
+    train = {"epochs": 2, "batch_size": 32, "lr": 0.004, "weight_decay": 0.0, "shift": 0.0, "finetune": 0}
+    recipe = {"model": "plada_cnn", "preprocess": {"channels": 1, "crop": "content", "image_size": 8},
+              "train": {**train, "warmup": 3}}  # fmt: skip
     ref = pool.read_reference(client["pool"])
     labels = np.load(tiny_npz["pool"].removeprefix("npz:"))["labels"][:100]
     data = encode_payload(np.arange(100), labels, n_reference=ref["n"], n_classes=10, fingerprint=ref["fingerprint"],
@@ -154,16 +157,21 @@ def test_a_bare_payload_brings_its_publishers_student(client, tiny_npz, prefect_
     assert main(["payload", "inspect", str(tmp_path / "p.plada")]) == 0
     assert json.loads(capsys.readouterr().out)["student_recipe"] == recipe
     out = tmp_path / "stu"
-    fast = ["--student-epochs", "2", "--student-batch-size", "32"]  # no model and no input of its own
+    own = ["--student-epochs", "1"]  # no model and no input of its own; its own epochs
     assert main(["train-student", "--payload", str(tmp_path / "p.plada"), "--reference-url", client["pool"],
-                 "--out", str(out), *fast]) == 0  # fmt: skip
+                 "--out", str(out), *own]) == 0  # fmt: skip
     metrics = _last_json(capsys.readouterr().out)
     assert metrics["student_recipe_from"] == "payload" and metrics["n_train"] == 100
+    assert metrics["config"]["train"] == {**metrics["config"]["train"], **train, "epochs": 1}
+    assert metrics["recipe_ignored"] == ["warmup"] and "sets warmup, which this PLADA version" in caplog.text
+    assert metrics["recipe_overridden"] == ["epochs"] and "epochs set here, not as the payload's" in caplog.text
     _, meta = checkpoints.load_checkpoint(str(out / "student.pt"))
     assert (meta["model"], meta["preprocess"]) == (recipe["model"], recipe["preprocess"])
     assert main(["train-student", "--payload", str(tmp_path / "p.plada"), "--reference-url", client["pool"],
                  "--out", str(tmp_path / "own"), *FAST]) == 0  # fmt: skip
-    assert _last_json(capsys.readouterr().out)["student_recipe_from"] == "request"  # its own input wins
+    mine = _last_json(capsys.readouterr().out)
+    assert (mine["student_recipe_from"], mine["recipe_ignored"], mine["recipe_overridden"]) == ("request", [], [])
+    assert (mine["config"]["train"]["lr"], mine["config"]["train"]["shift"]) == (0.003, 0.125)  # nothing of the recipe
 
 
 def test_a_release_recipe_applies_only_to_a_request_that_chose_no_student():
@@ -178,6 +186,19 @@ def test_a_release_recipe_applies_only_to_a_request_that_chose_no_student():
     assert StudentRequest(**base).following(None)[1] == "request"
     with pytest.raises(ValueError, match="pass --student-model"):
         StudentRequest(**base).following({"model": "plada_cnn", "preprocess": {"image_size": 0}})
+    with pytest.raises(ValueError, match="pass --student-model"):  # a training setting out of bounds
+        StudentRequest(**base).following({**recipe, "train": {"epochs": 0}})
+
+
+def test_a_recipe_without_training_settings_keeps_the_requests_own():
+    """Payloads published before the recipe carried its training settings name model and input only."""
+    base = {"release": "r", "reference_url": "p", "out": "o", "student_epochs": 3}
+    recipe = {"model": "plada_cnn", "preprocess": {"image_size": 8, "channels": 1, "crop": "none"}}
+    followed, source = StudentRequest(**base).following(recipe)
+    assert source == "release" and (followed.student_epochs, followed.student_lr) == (3, StudentRequest(
+        **base).student_lr)  # fmt: skip
+    followed, _ = StudentRequest(**base).following({**recipe, "train": {"lr": 0.01, "epochs": 9}})
+    assert (followed.student_epochs, followed.student_lr) == (3, 0.01)  # the request's own epochs win
 
 
 def test_bad_client_input_is_one_clear_error_or_a_counted_drop(client, tiny_npz, prefect_server, tmp_path, capsys):

@@ -11,6 +11,7 @@ from plada_core.images import PreprocessConfig
 from plada_core.io import pool, releases, storage
 from plada_core.io.sources import open_source
 from plada_core.payload import read_header
+from plada_core.training import recipe_training
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,8 @@ def test_release_then_idempotent_rerun(prefect_server, request_for):
     latest = releases.read_latest(req.root_url, "tiny")
     assert latest["version"] == "v1" and latest["payload_url"] == first["payload_url"]
     # the student a client without a preference trains: the one the predicted accuracy was measured with
-    assert latest["student_recipe"] == {"model": req.proxy_config().model, "preprocess": to_dict(req.preprocess)}
+    assert latest["student_recipe"] == {"model": req.proxy_config().model, "preprocess": to_dict(req.preprocess),
+                                        "train": recipe_training(req.proxy_config())}  # what the prediction is about
     payload = read_header(storage.read_bytes(latest["payload_url"]))
     assert (payload["format_version"], payload["student_recipe"]) == (3, latest["student_recipe"])  # travels too
     release_file = releases.release_url(req.root_url, "tiny", "v1").removeprefix("file://")
