@@ -5,17 +5,19 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from flows.params import StudentRequest, recipe_training_ignored, recipe_training_own
+from plada_core.recipe import prediction_of
 from tasks.student import payload_student_recipe, resolve_release, train_student
 
 
 @flow(name="train-student")
 def student_run(request: StudentRequest) -> dict:
     """Train a student from ``request.payload`` into ``request.out``; returns its metrics (also in
-    ``metrics.json``), ``student_recipe_from``, ``recipe_ignored`` and ``recipe_overridden``.
+    ``metrics.json``), ``student_recipe_from``, ``recipe_ignored``, ``recipe_overridden`` and
+    ``publisher_prediction``.
 
     With ``request.release`` instead: train the release's current version into ``<out>/<task>/<version>/``,
     or do nothing when it is already trained there; returns ``status`` (``trained`` or ``skipped``), ``task``,
-    ``version``, ``out`` and, when trained, those three and the ``metrics``.
+    ``version``, ``out`` and, when trained, those four and the ``metrics``.
 
     A request that names no student model (nor an input of its own) trains the student the publisher
     recommends (``student_recipe``: its proxy model, input and training settings; a flag the request set itself,
@@ -23,7 +25,9 @@ def student_run(request: StudentRequest) -> dict:
     ``student_recipe_from`` says ``release``, ``payload`` or ``request``; ``recipe_ignored`` lists the
     recipe's training settings this installation does not know (trained without them) and ``recipe_overridden``
     those the request set itself (its student is then not the one the accuracy was predicted for); a warning
-    says so for each.
+    says so for each. ``publisher_prediction`` is the accuracy the publisher expects the recipe's student to
+    reach (``plada_core.recipe``; None when the recipe has none): a student trained with ``student_recipe_from``
+    ``request`` or with overridden settings is another student.
     """
     if request.release is None:
         request, followed = _following(request, None, request.payload)
@@ -41,19 +45,29 @@ def _following(request: StudentRequest, released: dict | None, payload_url: str)
     recipe, source = (released, "release") if released else (payload_student_recipe(payload_url), "payload")
     own = recipe_training_own(request, recipe)
     request, recipe_from = request.following(recipe, source)
+    followed = recipe_from != "request"
+    record = {"student_recipe_from": recipe_from, "recipe_ignored": recipe_training_ignored(recipe) if followed else [],
+              "recipe_overridden": own if followed else [], "publisher_prediction": prediction_of(recipe)}  # fmt: skip
+    _log_following(request, source, record)
+    return request, record
+
+
+def _log_following(request: StudentRequest, source: str, record: dict) -> None:
     logger = get_run_logger()
     logger.info("student %s at %s, %d epochs (batch %d, lr %g), from the %s", request.student_model,
                 request.preprocess, request.student_epochs, request.student_batch_size, request.student_lr,
-                recipe_from)  # fmt: skip
-    followed = recipe_from != "request"
-    ignored, own = (recipe_training_ignored(recipe), own) if followed else ([], [])
-    if ignored:
+                record["student_recipe_from"])  # fmt: skip
+    if record["recipe_ignored"]:
         logger.warning("the %s's recipe sets %s, which this PLADA version does not know: trained without them "
-                       "(upgrade PLADA to follow the whole recipe)", source, ", ".join(ignored))  # fmt: skip
-    if own:
+                       "(upgrade PLADA to follow the whole recipe)", source,
+                       ", ".join(record["recipe_ignored"]))  # fmt: skip
+    if record["recipe_overridden"]:
         logger.warning("%s set here, not as the %s's recipe says: the predicted accuracy is about the recipe's "
-                       "student, not this one", ", ".join(own), source)  # fmt: skip
-    return request, {"student_recipe_from": recipe_from, "recipe_ignored": ignored, "recipe_overridden": own}
+                       "student, not this one", ", ".join(record["recipe_overridden"]), source)  # fmt: skip
+    if predicted := record["publisher_prediction"]:
+        same = record["student_recipe_from"] != "request" and not record["recipe_overridden"]
+        logger.info("the %s predicts %.4f (95 %% CI %.4f-%.4f) for %s", source, predicted["acc"], predicted["ci_low"],
+                    predicted["ci_high"], "this student" if same else "the recipe's student, not this one")  # fmt: skip
 
 
 def _train(request: StudentRequest, payload_url: str, out: str) -> dict:

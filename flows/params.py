@@ -30,15 +30,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from flows.runners import TaskRunnerOptions
-from plada_core.config import StudentConfig, TeacherConfig, to_dict
+from plada_core.config import StudentConfig, TeacherConfig
 from plada_core.images import PreprocessConfig
 from plada_core.io.pool import DEFAULT_SHARD_SIZE
 from plada_core.models import model_input
 from plada_core.payload import AUTO, CODECS, HEADER_SIZE
 from plada_core.proxy import AutoConfig
+from plada_core.recipe import RECIPE_FIELDS, student_recipe
 from plada_core.scoring import ScoringConfig
 from plada_core.selection import SelectionConfig
-from plada_core.training import RECIPE_FIELDS, TrainConfig, recipe_training
+from plada_core.training import TrainConfig
 
 __all__ = [
     "PublishRequest",
@@ -224,10 +225,10 @@ class PublishSettings(Shared, TeacherTraining, TeacherSource, Scoring, Selection
 
     def student_recipe(self) -> dict:
         """The student a client should train when it has no preference: the model, input and training (epochs,
-        batch size, learning rate, …: ``RECIPE_FIELDS``) the predicted accuracy is about, those of
-        ``proxy_config``. The payload (format 3) and the release record carry it."""
-        proxy = self.proxy_config()
-        return {"model": proxy.model, "preprocess": to_dict(self.preprocess), "train": recipe_training(proxy)}
+        batch size, learning rate, …: ``plada_core.recipe``) the predicted accuracy is about, those of
+        ``proxy_config``. The payload (format 3) and the release record carry it, with the prediction once it
+        is measured (``plada_core.recipe.with_prediction``)."""
+        return student_recipe(self.proxy_config(), self.preprocess)
 
 
 class PublishRequest(PublishSettings, _Pool, _Targets, _Out):

@@ -21,6 +21,7 @@ from prefect import flow, unmapped
 from flows.params import PublishRequest
 from flows.runners import TaskRunnerOptions
 from plada_core.io.storage import join
+from plada_core.recipe import reserving_prediction, with_prediction
 from plada_core.selection import AUTO_SELECTOR
 from tasks.auto_select import auto_select, check_leakage, is_frozen_backbone, winner_config
 from tasks.score import fit_density_ratio, score_shard
@@ -38,6 +39,13 @@ def stores_features(request: PublishRequest) -> bool:
     return request.auto_config().pool_features and same and is_frozen_backbone(proxy)
 
 
+def _payload_header(request: PublishRequest) -> dict:
+    """What the payload carries besides the selection, as the candidates are sized: the recipe with a prediction
+    as long as any, which is known only once a candidate has won."""
+    return {"task": request.payload_task, "version": request.payload_version,
+            "student_recipe": reserving_prediction(request.student_recipe())}  # fmt: skip
+
+
 def _leakage_record(leakage: dict, excluded: list[int]) -> dict:
     """``leakage.json`` without the full index list, plus how many pool images the selection may not take."""
     return {**{k: v for k, v in leakage.items() if k != "test_duplicates"}, "n_excluded": len(excluded)}
@@ -46,8 +54,9 @@ def _leakage_record(leakage: dict, excluded: list[int]) -> dict:
 @flow(name="publish", task_runner=TaskRunnerOptions().task_runner())
 def publish(request: PublishRequest, teacher_out: str | None = None, scores_out: str | None = None) -> dict:
     """Publish a task as a payload under ``request.out``; returns the selection summary (with the validation
-    table ``auto_selection`` and the ``leakage`` check) plus teacher and score URLs. Run it with ``run_publish``
-    to score on the task runner the request names.
+    table ``auto_selection`` and the ``leakage`` check) plus teacher and score URLs and the ``student_recipe`` the
+    payload carries (with the predicted accuracy). Run it with ``run_publish`` to score on the task runner the
+    request names.
 
     The teacher folder and the scoring pass's folder default to ``<out>/teacher`` and ``<out>``; publish-task
     passes content-addressed folders (``plada_core.io.layout.teacher_cache_url``, ``scores_cache_url``), where
@@ -81,15 +90,16 @@ def publish(request: PublishRequest, teacher_out: str | None = None, scores_out:
     choice = auto_select(
         score_urls, request.reference_url, teacher_url, request.target_train, request.out,
         request.selection_config(), auto, request.proxy_config(), request.preprocess, request.codec,
-        request.max_payload_bytes, excluded,
+        request.max_payload_bytes, excluded, header=_payload_header(request),
     )  # fmt: skip
     auto_s = time.perf_counter() - start - teacher_s - scoring_s
+    recipe = with_prediction(request.student_recipe(), choice.get("predicted_accuracy"))
     summary = select_and_encode(
         score_urls, request.reference_url, teacher_url, request.out, winner_config(choice),
         scoring.max_drop_rate, request.codec, request.max_payload_bytes,
         task=request.payload_task, version=request.payload_version, exclude=excluded,
         extra={"auto_selection": choice, "leakage": _leakage_record(leakage, excluded)},
-        student_recipe=request.student_recipe(),
+        student_recipe=recipe,
     )  # fmt: skip
     wall_s = {
         "teacher": teacher_s,
@@ -97,7 +107,8 @@ def publish(request: PublishRequest, teacher_out: str | None = None, scores_out:
         "auto_selection": auto_s,
         "selection": time.perf_counter() - start - teacher_s - scoring_s - auto_s,
     }
-    return {**summary, "teacher_url": teacher_url, "score_urls": score_urls, "excluded": excluded, "wall_s": wall_s}
+    return {**summary, "teacher_url": teacher_url, "score_urls": score_urls, "excluded": excluded, "wall_s": wall_s,
+            "student_recipe": recipe}
 
 
 def run_publish(request: PublishRequest, teacher_out: str | None = None, scores_out: str | None = None) -> dict:

@@ -70,7 +70,7 @@ def _publish(request: ReleaseRequest, version: str, inputs: dict, package: str, 
         "teacher_url": published["teacher_url"],
         "scores_url": work["scores_out"],
         "report": report,
-        "student_recipe": publishing.student_recipe(),
+        "student_recipe": published["student_recipe"],  # the payload's, with the publisher's prediction
     }
 
 

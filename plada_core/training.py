@@ -18,14 +18,12 @@ from tqdm.auto import tqdm
 from plada_core.devices import check_device, model_device, resolve_device
 
 __all__ = [
-    "RECIPE_FIELDS",
     "DeviceName",
     "TrainConfig",
     "accuracy",
     "configure_torch",
     "features",
     "predict",
-    "recipe_training",
     "shift_images",
     "train_classifier",
     "train_head",
@@ -71,16 +69,6 @@ class TrainConfig:
         Field(ge=0, le=7, description="Frozen-backbone models: last backbone stages trained with the head "
                                       "(0: the head alone, on features computed once; see README for the cost)."),
     ] = 0
-
-
-RECIPE_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "shift", "finetune")
-"""The fields of a ``TrainConfig`` that say how a model is trained, as a publisher's student recipe carries them;
-the model travels beside them, while the seed and the device are each client's own."""
-
-
-def recipe_training(cfg: TrainConfig) -> dict:
-    """``cfg``'s training settings (``RECIPE_FIELDS``) as plain values, for a student recipe."""
-    return {name: getattr(cfg, name) for name in RECIPE_FIELDS}
 
 
 def configure_torch(threads: int | None = None) -> None:

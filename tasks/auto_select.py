@@ -116,13 +116,16 @@ def auto_select(
     codec: str = PAPER_CODEC,
     max_payload_bytes: int | None = None,
     exclude: list[int] | None = None,
+    header: dict | None = None,
 ) -> dict:
     """Measure the candidates (``cfg.selector == "auto"``: the whole grid; else ``cfg`` alone) with proxy students
     of ``proxy`` for ``auto.proxy_epochs`` epochs (more for a small selection: ``auto.proxy_min_steps``) on the
     validation split; write ``auto_selection.json`` and a Prefect table artifact. Returns the choice's summary,
     whose ``config`` is the winning ``SelectionConfig``.
 
-    Pool images in ``exclude`` (indices) are never selected, as in ``select_and_encode``. A fixed selector whose
+    Pool images in ``exclude`` (indices) are never selected, as in ``select_and_encode``. ``header`` holds the
+    payload's other contents (``task``, ``version``, ``student_recipe``, as ``select_and_encode`` will write
+    them): each candidate's bytes, and under ``max_payload_bytes`` its size, count them. A fixed selector whose
     teacher has no validation split (the target split was too small) is returned unmeasured, saying so."""
     start = time.perf_counter()
     setup_torch()
@@ -148,7 +151,8 @@ def auto_select(
         remaining, config = without_pool_images(scores, drop, config)
         result = select_and_pack(remaining, class_names, config, codec, n_reference=ref["n"],
                                  fingerprint=ref["fingerprint"], index=index, layout=pool_layout,
-                                 max_bytes=max_payload_bytes, meta={"teacher": teacher_url})  # fmt: skip
+                                 max_bytes=max_payload_bytes, meta={"teacher": teacher_url},
+                                 **(header or {}))  # fmt: skip
         return result.kept["index"].to_numpy(np.int64), len(result.payload)
 
     x, y, _ = load_split(target_train, preprocess)

@@ -4,7 +4,8 @@
 A client holds only the pool and the payload, so the payload names its C classes (label ``i`` is
 ``class_names[i]``) and, when the publisher gave them, the task and the release version. A format-3 payload also
 carries the publisher's *student recipe* (the model, input and training settings its predicted accuracy was
-measured with), so a client that names no model of its own trains the one the accuracy is about. The section sits
+measured with, and that prediction: ``plada_core.recipe``), so a client that names no model of its own trains
+the one the accuracy is about. The section sits
 between the container's header and the codec's body (``plada_core.payload``); it is not a body codec, but
 it shares their job (bytes to values, untrusted input), hence its home here.
 

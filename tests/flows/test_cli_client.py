@@ -147,8 +147,9 @@ def test_a_bare_payload_brings_its_publishers_student(client, tiny_npz, prefect_
     """Format 3: a client with only the pool and a payload trains the student the publisher measured: its model,
     input and training settings; a flag the client set itself wins, and a setting it does not know is reported."""
     train = {"epochs": 2, "batch_size": 32, "lr": 0.004, "weight_decay": 0.0, "shift": 0.0, "finetune": 0}
+    predicted = {"acc": 0.61, "se": 0.02, "ci_low": 0.57, "ci_high": 0.65, "n_val": 500, "epochs": 2}
     recipe = {"model": "plada_cnn", "preprocess": {"channels": 1, "crop": "content", "image_size": 8},
-              "train": {**train, "warmup": 3}}  # fmt: skip
+              "train": {**train, "warmup": 3}, "predicted": predicted}  # fmt: skip
     ref = pool.read_reference(client["pool"])
     labels = np.load(tiny_npz["pool"].removeprefix("npz:"))["labels"][:100]
     data = encode_payload(np.arange(100), labels, n_reference=ref["n"], n_classes=10, fingerprint=ref["fingerprint"],
@@ -165,6 +166,8 @@ def test_a_bare_payload_brings_its_publishers_student(client, tiny_npz, prefect_
     assert metrics["config"]["train"] == {**metrics["config"]["train"], **train, "epochs": 1}
     assert metrics["recipe_ignored"] == ["warmup"] and "sets warmup, which this PLADA version" in caplog.text
     assert metrics["recipe_overridden"] == ["epochs"] and "epochs set here, not as the payload's" in caplog.text
+    assert metrics["publisher_prediction"] == predicted  # what the publisher expects of the recipe's student
+    assert "predicts 0.6100 (95 % CI 0.5700-0.6500) for the recipe's student, not this one" in caplog.text
     _, meta = checkpoints.load_checkpoint(str(out / "student.pt"))
     assert (meta["model"], meta["preprocess"]) == (recipe["model"], recipe["preprocess"])
     assert main(["train-student", "--payload", str(tmp_path / "p.plada"), "--reference-url", client["pool"],

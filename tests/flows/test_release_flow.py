@@ -6,12 +6,11 @@ import pytest
 
 from flows.params import PublishRequest, ReleaseRequest, RunRequest, StudentRecipe
 from flows.release import publish_task
-from plada_core.config import to_dict
 from plada_core.images import PreprocessConfig
 from plada_core.io import pool, releases, storage
 from plada_core.io.sources import open_source
 from plada_core.payload import read_header
-from plada_core.training import recipe_training
+from plada_core.recipe import student_recipe
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +41,11 @@ def test_release_then_idempotent_rerun(prefect_server, request_for):
     latest = releases.read_latest(req.root_url, "tiny")
     assert latest["version"] == "v1" and latest["payload_url"] == first["payload_url"]
     # the student a client without a preference trains: the one the predicted accuracy was measured with
-    assert latest["student_recipe"] == {"model": req.proxy_config().model, "preprocess": to_dict(req.preprocess),
-                                        "train": recipe_training(req.proxy_config())}  # what the prediction is about
+    recipe = {**latest["student_recipe"]}
+    predicted = recipe.pop("predicted")  # and what the publisher expects of that student
+    assert recipe == student_recipe(req.proxy_config(), req.preprocess) and recipe["model"] == req.proxy_config().model
+    expected = latest["report"]["predicted_acc"]
+    assert (predicted["acc"], predicted["n_val"]) == (round(expected["value"], 4), expected["n_val"])
     payload = read_header(storage.read_bytes(latest["payload_url"]))
     assert (payload["format_version"], payload["student_recipe"]) == (3, latest["student_recipe"])  # travels too
     release_file = releases.release_url(req.root_url, "tiny", "v1").removeprefix("file://")
@@ -108,9 +110,16 @@ def test_release_with_a_codec_and_a_payload_budget(prefect_server, request_for):
     from plada_core.io import storage
     from plada_core.payload import read_header
 
-    record = publish_task(request_for(version="v5", codec="layout-rc", max_payload_bytes=300))  # the recipe alone is ~80 B
+    budget = 600  # the recipe with its prediction alone is ~300 B of it
+    record = publish_task(request_for(version="v5", codec="layout-rc", max_payload_bytes=budget))
     data = storage.read_bytes(record["payload_url"])
-    assert len(data) <= 300 and read_header(data)["codec"] == "layout-rc"
+    assert len(data) <= budget and read_header(data)["codec"] == "layout-rc"
+    assert read_header(data)["student_recipe"]["predicted"]  # the prediction travels within the budget
+    # the candidates were sized with the same recipe (a stand-in prediction): the validation table's bytes are the
+    # payload's, and under a budget that binds the payload holds the winner's images
+    selection = storage.read_json(storage.join(record["url"], "selection.json"))
+    won = next(row for row in selection["auto_selection"]["candidates"] if row["chosen"])
+    assert abs(selection["n_kept"] - won["n_kept"]) <= 3 and abs(won["payload_bytes"] - len(data)) <= 16
 
 
 def test_the_device_reaches_every_stage_config():
