@@ -67,8 +67,8 @@ class Payload:
     names its classes (label ``i`` is ``class_names[i]``) and, when the publisher gave them, its task and release
     version; a format-1 payload has None in all three. A format-3 payload also carries ``student_recipe``: the
     student the publisher recommends (``{"model": ..., "preprocess": {...}, "train": {"epochs": ..., ...}}``, the
-    recipe its predicted accuracy was measured with; payloads published before training settings travelled have
-    no ``train``).
+    recipe its predicted accuracy was measured with, and once measured that accuracy under ``predicted``:
+    ``plada_core.recipe``; payloads published before training settings travelled have no ``train``).
     """
 
     indices: np.ndarray
