@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.params import StudentRequest, recipe_training_ignored, recipe_training_own
+from flows.params import StudentRequest, recipe_differences, recipe_training_ignored
 from plada_core.recipe import prediction_of
 from tasks.student import payload_student_recipe, resolve_release, train_student
 
@@ -12,7 +12,7 @@ from tasks.student import payload_student_recipe, resolve_release, train_student
 @flow(name="train-student")
 def student_run(request: StudentRequest) -> dict:
     """Train a student from ``request.payload`` into ``request.out``; returns its metrics (also in
-    ``metrics.json``), ``student_recipe_from``, ``recipe_ignored``, ``recipe_overridden`` and
+    ``metrics.json``), ``student_recipe_from``, ``recipe_ignored``, ``differs_from_recipe`` and
     ``publisher_prediction``.
 
     With ``request.release`` instead: train the release's current version into ``<out>/<task>/<version>/``,
@@ -23,11 +23,12 @@ def student_run(request: StudentRequest) -> dict:
     recommends (``student_recipe``: its proxy model, input and training settings; a flag the request set itself,
     such as ``--student-epochs``, wins), from the release record or else the payload (format 3);
     ``student_recipe_from`` says ``release``, ``payload`` or ``request``; ``recipe_ignored`` lists the
-    recipe's training settings this installation does not know (trained without them) and ``recipe_overridden``
-    those the request set itself (its student is then not the one the accuracy was predicted for); a warning
-    says so for each. ``publisher_prediction`` is the accuracy the publisher expects the recipe's student to
-    reach (``plada_core.recipe``; None when the recipe has none): a student trained with ``student_recipe_from``
-    ``request`` or with overridden settings is another student.
+    recipe's training settings this installation does not know (trained without them), with a warning, and
+    ``differs_from_recipe`` where the student trained differs from the recipe's (``model``, ``preprocess``,
+    training settings; a warning when a recipe was followed with flags of the request's own).
+    ``publisher_prediction`` is the accuracy the publisher expects the recipe's student to reach
+    (``plada_core.recipe``; None when the recipe has none): it is about this student only when
+    ``differs_from_recipe`` is empty.
     """
     if request.release is None:
         request, followed = _following(request, None, request.payload)
@@ -43,11 +44,11 @@ def student_run(request: StudentRequest) -> dict:
 
 def _following(request: StudentRequest, released: dict | None, payload_url: str) -> tuple[StudentRequest, dict]:
     recipe, source = (released, "release") if released else (payload_student_recipe(payload_url), "payload")
-    own = recipe_training_own(request, recipe)
     request, recipe_from = request.following(recipe, source)
-    followed = recipe_from != "request"
-    record = {"student_recipe_from": recipe_from, "recipe_ignored": recipe_training_ignored(recipe) if followed else [],
-              "recipe_overridden": own if followed else [], "publisher_prediction": prediction_of(recipe)}  # fmt: skip
+    record = {"student_recipe_from": recipe_from,
+              "recipe_ignored": recipe_training_ignored(recipe) if recipe_from != "request" else [],
+              "differs_from_recipe": recipe_differences(request, recipe),
+              "publisher_prediction": prediction_of(recipe)}  # fmt: skip
     _log_following(request, source, record)
     return request, record
 
@@ -61,13 +62,14 @@ def _log_following(request: StudentRequest, source: str, record: dict) -> None:
         logger.warning("the %s's recipe sets %s, which this PLADA version does not know: trained without them "
                        "(upgrade PLADA to follow the whole recipe)", source,
                        ", ".join(record["recipe_ignored"]))  # fmt: skip
-    if record["recipe_overridden"]:
+    differs = ", ".join(record["differs_from_recipe"])
+    if differs and record["student_recipe_from"] != "request":  # following the recipe, with flags of its own
         logger.warning("%s set here, not as the %s's recipe says: the predicted accuracy is about the recipe's "
-                       "student, not this one", ", ".join(record["recipe_overridden"]), source)  # fmt: skip
+                       "student, not this one", differs, source)  # fmt: skip
     if predicted := record["publisher_prediction"]:
-        same = record["student_recipe_from"] != "request" and not record["recipe_overridden"]
         logger.info("the %s predicts %.4f (95 %% CI %.4f-%.4f) for %s", source, predicted["acc"], predicted["ci_low"],
-                    predicted["ci_high"], "this student" if same else "the recipe's student, not this one")  # fmt: skip
+                    predicted["ci_high"], f"the recipe's student; this one differs in {differs}" if differs
+                    else "this student")  # fmt: skip
 
 
 def _train(request: StudentRequest, payload_url: str, out: str) -> dict:

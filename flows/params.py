@@ -49,8 +49,8 @@ __all__ = [
     "StudentRecipe",
     "StudentRequest",
     "config_fields",
+    "recipe_differences",
     "recipe_training_ignored",
-    "recipe_training_own",
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
@@ -334,11 +334,17 @@ def recipe_training_ignored(recipe: dict | None) -> list[str]:
     return sorted(set((recipe or {}).get("train") or {}) - set(RECIPE_FIELDS))
 
 
-def recipe_training_own(request: StudentRequest, recipe: dict | None) -> list[str]:
-    """The training settings of ``recipe`` that ``request`` sets itself (``--student-epochs`` …), which win over
-    the recipe's when it is followed, sorted; a client reports them."""
-    train = (recipe or {}).get("train") or {}
-    return sorted(name for name in train if name in RECIPE_FIELDS and f"student_{name}" in request.model_fields_set)
+def recipe_differences(request: StudentRequest, recipe: dict | None) -> list[str]:
+    """Where the student ``request`` trains differs from the ``recipe``'s, whose accuracy the publisher predicted:
+    ``model``, ``preprocess`` and each training setting the recipe names (``RECIPE_FIELDS`` order); empty when it
+    is the recipe's student, or there is no recipe. A client reports them."""
+    if not recipe:
+        return []
+    train = recipe.get("train") or {}
+    differ = ["model"] if request.student_model != recipe.get("model") else []
+    differ += ["preprocess"] if dataclasses.asdict(request.preprocess) != recipe.get("preprocess") else []
+    return differ + [name for name in RECIPE_FIELDS
+                     if name in train and getattr(request, f"student_{name}") != train[name]]  # fmt: skip
 
 
 class RunRequest(PublishSettings, StudentRecipe, _Targets, _Out, _ShardSize):

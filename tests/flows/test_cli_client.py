@@ -165,15 +165,16 @@ def test_a_bare_payload_brings_its_publishers_student(client, tiny_npz, prefect_
     assert metrics["student_recipe_from"] == "payload" and metrics["n_train"] == 100
     assert metrics["config"]["train"] == {**metrics["config"]["train"], **train, "epochs": 1}
     assert metrics["recipe_ignored"] == ["warmup"] and "sets warmup, which this PLADA version" in caplog.text
-    assert metrics["recipe_overridden"] == ["epochs"] and "epochs set here, not as the payload's" in caplog.text
+    assert metrics["differs_from_recipe"] == ["epochs"] and "epochs set here, not as the payload's" in caplog.text
     assert metrics["publisher_prediction"] == predicted  # what the publisher expects of the recipe's student
-    assert "predicts 0.6100 (95 % CI 0.5700-0.6500) for the recipe's student, not this one" in caplog.text
+    assert "predicts 0.6100 (95 % CI 0.5700-0.6500) for the recipe's student; this one differs in epochs" in caplog.text
     _, meta = checkpoints.load_checkpoint(str(out / "student.pt"))
     assert (meta["model"], meta["preprocess"]) == (recipe["model"], recipe["preprocess"])
     assert main(["train-student", "--payload", str(tmp_path / "p.plada"), "--reference-url", client["pool"],
                  "--out", str(tmp_path / "own"), *FAST]) == 0  # fmt: skip
     mine = _last_json(capsys.readouterr().out)
-    assert (mine["student_recipe_from"], mine["recipe_ignored"], mine["recipe_overridden"]) == ("request", [], [])
+    assert (mine["student_recipe_from"], mine["recipe_ignored"]) == ("request", [])
+    assert mine["differs_from_recipe"] == ["preprocess", "lr", "weight_decay", "shift"]  # its own student, said so
     assert (mine["config"]["train"]["lr"], mine["config"]["train"]["shift"]) == (0.003, 0.125)  # nothing of the recipe
 
 

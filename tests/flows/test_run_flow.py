@@ -12,7 +12,7 @@ from flows.run import plada_run
 from plada_core.images import PreprocessConfig
 from plada_core.io import pool, storage
 from plada_core.io.arrays import read_npz
-from plada_core.payload import decode_payload
+from plada_core.payload import decode_payload, read_header
 
 
 def _run(tiny_npz, out, **extra):
@@ -78,6 +78,12 @@ def test_auto_is_the_default_and_its_validation_table_is_recorded_everywhere(pre
     assert leakage["checked"] and leakage["test"]["exact_pairs"] == 0 and "## Leakage" in markdown
     assert leakage["n_excluded"] == leakage["test"]["pool_images_matched"]
     assert {"teacher", "scoring", "auto_selection", "selection"} <= {k.split(".")[-1] for k in report["wall_s"]}
+    # the payload's recipe is the student this run trained, and its prediction is the report's
+    recipe = read_header((tmp_path / "run" / "publish" / "payload.plada").read_bytes())["student_recipe"]
+    trained = json.loads((tmp_path / "run" / "student" / "metrics.json").read_text())["config"]
+    assert recipe["model"] == trained["train"]["model"] and recipe["preprocess"] == trained["preprocess"]
+    assert recipe["train"] == {name: trained["train"][name] for name in recipe["train"]}
+    assert recipe["predicted"]["acc"] == round(report["predicted_acc"], 4)
 
 
 def test_the_pruning_columns_put_their_selectors_into_auto(prefect_server, tiny_npz, tmp_path):
