@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.params import StudentRequest, recipe_differences, recipe_training_ignored
-from plada_core.recipe import prediction_of
+from flows.params import StudentRequest
+from plada_core.recipe import differences, prediction_of, student_recipe, unknown_settings
 from tasks.student import payload_student_recipe, resolve_release, train_student
 
 
@@ -46,8 +46,9 @@ def _following(request: StudentRequest, released: dict | None, payload_url: str)
     recipe, source = (released, "release") if released else (payload_student_recipe(payload_url), "payload")
     request, recipe_from = request.following(recipe, source)
     record = {"student_recipe_from": recipe_from,
-              "recipe_ignored": recipe_training_ignored(recipe) if recipe_from != "request" else [],
-              "differs_from_recipe": recipe_differences(request, recipe),
+              "recipe_ignored": unknown_settings(recipe) if recipe_from != "request" else [],
+              "differs_from_recipe": differences(student_recipe(request.student_config().train, request.preprocess),
+                                                 recipe),
               "publisher_prediction": prediction_of(recipe)}  # fmt: skip
     _log_following(request, source, record)
     return request, record

@@ -49,8 +49,6 @@ __all__ = [
     "StudentRecipe",
     "StudentRequest",
     "config_fields",
-    "recipe_differences",
-    "recipe_training_ignored",
 ]
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
@@ -310,7 +308,7 @@ class StudentRequest(StudentRecipe, _Pool, _Out):
         ``source``: the release record or the payload) when it chose neither a student model nor an input of its
         own, and where the student came from: ``source`` or ``"request"``. The recipe's model and input are taken
         whole; of its training settings (``train``) each one the request did not set itself (``--student-epochs``
-        … win), and only those this installation knows (``recipe_training_ignored`` names the rest). Releases and
+        … win), and only those this installation knows (``plada_core.recipe.unknown_settings`` names the rest). Releases and
         payloads made before recipes travelled have none; those made before training settings travelled carry
         model and input only, and the request's own training settings stay."""
         own_input = self.preprocess != model_input(self.student_model)
@@ -326,25 +324,6 @@ class StudentRequest(StudentRecipe, _Pool, _Out):
             raise ValueError(f"the {source} recommends the student {recipe!r}, which this installation cannot "
                              f"train ({exc.errors()[0]['msg']}): pass --student-model (and its input) "
                              "yourself") from None  # fmt: skip
-
-
-def recipe_training_ignored(recipe: dict | None) -> list[str]:
-    """The training settings of a publisher's ``recipe`` that ``StudentRequest.following`` cannot apply because
-    this installation does not know them (a newer publisher's), sorted; a client reports them."""
-    return sorted(set((recipe or {}).get("train") or {}) - set(RECIPE_FIELDS))
-
-
-def recipe_differences(request: StudentRequest, recipe: dict | None) -> list[str]:
-    """Where the student ``request`` trains differs from the ``recipe``'s, whose accuracy the publisher predicted:
-    ``model``, ``preprocess`` and each training setting the recipe names (``RECIPE_FIELDS`` order); empty when it
-    is the recipe's student, or there is no recipe. A client reports them."""
-    if not recipe:
-        return []
-    train = recipe.get("train") or {}
-    differ = ["model"] if request.student_model != recipe.get("model") else []
-    differ += ["preprocess"] if dataclasses.asdict(request.preprocess) != recipe.get("preprocess") else []
-    return differ + [name for name in RECIPE_FIELDS
-                     if name in train and getattr(request, f"student_{name}") != train[name]]  # fmt: skip
 
 
 class RunRequest(PublishSettings, StudentRecipe, _Targets, _Out, _ShardSize):

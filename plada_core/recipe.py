@@ -19,7 +19,8 @@ from plada_core.config import to_dict
 from plada_core.images import PreprocessConfig
 from plada_core.training import TrainConfig
 
-__all__ = ["RECIPE_FIELDS", "prediction_of", "reserving_prediction", "student_recipe", "with_prediction"]
+__all__ = ["RECIPE_FIELDS", "differences", "prediction_of", "reserving_prediction", "student_recipe",
+           "unknown_settings", "with_prediction"]
 
 RECIPE_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "shift", "finetune")
 """The fields of a ``TrainConfig`` that say how a model is trained, as a recipe's ``train`` carries them."""
@@ -67,3 +68,20 @@ def prediction_of(recipe: dict | None) -> dict | None:
     numbers = [predicted.get(key) for key in ("acc", "ci_low", "ci_high")]
     ok = all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1 for v in numbers)
     return predicted if ok else None
+
+
+def unknown_settings(recipe: dict | None) -> list[str]:
+    """The training settings of a publisher's ``recipe`` that are not ``RECIPE_FIELDS`` (a newer publisher's),
+    sorted: a client trains without them and reports them."""
+    return sorted(set((recipe or {}).get("train") or {}) - set(RECIPE_FIELDS))
+
+
+def differences(trained: dict, recipe: dict | None) -> list[str]:
+    """Where ``trained`` (the ``student_recipe`` of the student a client trains) differs from the publisher's
+    ``recipe``, whose accuracy was predicted: ``model``, ``preprocess`` and each training setting the recipe names
+    (``RECIPE_FIELDS`` order); empty when it is the recipe's student, or there is no recipe."""
+    if not recipe:
+        return []
+    train = recipe.get("train") or {}
+    differ = [key for key in ("model", "preprocess") if trained[key] != recipe.get(key)]
+    return differ + [name for name in RECIPE_FIELDS if name in train and trained["train"][name] != train[name]]

@@ -9,7 +9,14 @@ from plada_core.auto_selection import PredictedAccuracy
 from plada_core.codecs.names_section import MAX_RECIPE_BYTES, recipe_text
 from plada_core.images import PreprocessConfig
 from plada_core.payload import encode_payload, read_header
-from plada_core.recipe import RECIPE_FIELDS, prediction_of, student_recipe, with_prediction
+from plada_core.recipe import (
+    RECIPE_FIELDS,
+    differences,
+    prediction_of,
+    student_recipe,
+    unknown_settings,
+    with_prediction,
+)
 from plada_core.training import TrainConfig
 
 
@@ -67,3 +74,17 @@ def test_a_prediction_that_is_absent_or_not_an_accuracy_reads_as_none(recipe):
 def test_a_well_formed_prediction_reads_back():
     predicted = {"acc": 0.9, "ci_low": 0.8, "ci_high": 0.95, "se": 0.01, "n_val": 100, "epochs": 5}
     assert prediction_of({"model": "m", "predicted": predicted}) == predicted
+
+
+def test_differences_name_model_input_and_each_training_setting_the_recipe_gives():
+    recipe = student_recipe(TrainConfig(model="plada_cnn", epochs=30), PreprocessConfig(image_size=8))
+    assert differences(recipe, recipe) == [] and differences(recipe, None) == []
+    own = student_recipe(TrainConfig(model="plada_cnn_wide", epochs=5, lr=0.01), PreprocessConfig(image_size=16))
+    assert differences(own, recipe) == ["model", "preprocess", "epochs", "lr"]
+    older = {"model": "plada_cnn", "preprocess": recipe["preprocess"]}  # published before training settings travelled
+    assert differences(own, older) == ["model", "preprocess"]
+
+
+def test_unknown_training_settings_are_named():
+    assert unknown_settings({"model": "m", "train": {"epochs": 3, "warmup": 2, "ema": 1}}) == ["ema", "warmup"]
+    assert unknown_settings({"model": "m"}) == unknown_settings(None) == []
