@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import fields as dataclass_fields
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
@@ -85,6 +85,15 @@ def _borrowed(config: type, name: str, **overrides) -> tuple:
     return annotation, Field(field.default, **overrides)
 
 
+def _optional_group(name: str, config: type, prefix: str, names: tuple[str, ...], empty: str, doc: str = "") -> type:
+    """A request group of ``config``'s fields ``names``, each optional (None: ``empty`` says what stands
+    instead), with the field's bounds and its help followed by ``empty``."""
+    infos = config.__pydantic_fields__
+    fields = {prefix + n: (Annotated[infos[n].annotation | None, *infos[n].metadata],
+                           Field(None, description=f"{infos[n].description} {empty}")) for n in names}  # fmt: skip
+    return create_model(name, __base__=_Request, __doc__=doc, __module__=__name__, **fields)
+
+
 def _group(
     name: str,
     config: type,
@@ -106,6 +115,14 @@ TeacherSource = _group("TeacherSource", TeacherConfig, "teacher_", exclude=("tra
 Scoring = _group("Scoring", ScoringConfig, exclude=("batch_size", "prefetch"), doc="``ScoringConfig``.")
 Selection = _group("Selection", SelectionConfig, doc="``SelectionConfig``.")
 AutoSelection = _group("AutoSelection", AutoConfig, doc="``AutoConfig``: validation split, proxies, leakage.")
+# The proxies measure a head-only student (features computed once): the recipe never fine-tunes.
+RECIPE_TRAINING = tuple(name for name in RECIPE_FIELDS if name != "finetune")
+RecipeTraining = _optional_group(
+    "RecipeTraining", TrainConfig, "recipe_", RECIPE_TRAINING,
+    "The student recipe's, which the proxies train with and the predicted accuracy is about; empty: the "
+    "teacher's (plada run: the student's).",
+    doc="The student recipe's ``TrainConfig``, where it is not the teacher's.",
+)  # fmt: skip
 _SharedFields = create_model(
     "_SharedFields",
     __base__=_Request,
@@ -171,7 +188,9 @@ class ReferenceRequest(_Out, _ShardSize):
     sources: list[str] = Field(..., min_length=1, description="Image source specs, e.g. mnist5k, npz:PATH.")
 
 
-class PublishSettings(Shared, TeacherTraining, TeacherSource, Scoring, Selection, AutoSelection, TaskRunnerOptions):
+class PublishSettings(
+    Shared, TeacherTraining, TeacherSource, Scoring, Selection, AutoSelection, RecipeTraining, TaskRunnerOptions
+):
     """How a task is published, wherever its data lives."""
 
     codec: Codec = Field(
@@ -215,11 +234,13 @@ class PublishSettings(Shared, TeacherTraining, TeacherSource, Scoring, Selection
         return AutoConfig(**self._values(AutoConfig))
 
     def proxy_config(self) -> TrainConfig:
-        """The proxy students' recipe: the teacher's, with ``proxy_model`` and ``recipe_epochs`` when given (the
-        recipe's epochs are the predicted student's; the proxies train ``proxy_epochs``)."""
+        """The student recipe the proxies train and the prediction is about: the teacher's ``TrainConfig`` with
+        ``proxy_model`` and each ``recipe_*`` setting that is given (the proxies train ``proxy_epochs`` of its
+        epochs), and no fine-tuning: a frozen backbone's proxies train its head alone, on features computed once,
+        so a fine-tuning teacher's recipe would promise a student nobody measured."""
         train = self.teacher_config().train
-        return dataclasses.replace(train, model=self.proxy_model or train.model,
-                                   epochs=self.recipe_epochs or train.epochs)  # fmt: skip
+        given = {name: value for name in RECIPE_TRAINING if (value := getattr(self, f"recipe_{name}")) is not None}
+        return dataclasses.replace(train, model=self.proxy_model or train.model, finetune=0, **given)
 
     def student_recipe(self) -> dict:
         """The student a client should train when it has no preference: the model, input and training (epochs,
@@ -332,10 +353,12 @@ class RunRequest(PublishSettings, StudentRecipe, _Targets, _Out, _ShardSize):
     references: list[str] = Field(..., min_length=1, description="Reference pool source specs, e.g. mnist5k.")
 
     def publish_request(self, reference_url: str, out: str) -> PublishRequest:
-        """The publish step; its proxy students are this run's student model and its predicted accuracy is for this
-        run's student epochs, unless ``proxy_model`` and ``recipe_epochs`` say otherwise."""
+        """The publish step; its proxy students, and so its student recipe and predicted accuracy, are this run's
+        student (model and ``RECIPE_TRAINING`` settings), unless ``proxy_model`` and ``recipe_*`` say otherwise."""
+        recipe = {f"recipe_{name}": value if (value := getattr(self, f"recipe_{name}")) is not None
+                  else getattr(self, f"student_{name}") for name in RECIPE_TRAINING}  # fmt: skip
         given = {"reference_url": reference_url, "out": out, "proxy_model": self.proxy_model or self.student_model,
-                 "recipe_epochs": self.recipe_epochs or self.student_epochs}  # fmt: skip
+                 **recipe}  # fmt: skip
         return PublishRequest(**{**self._shared_with(PublishRequest), **given})
 
     def student_request(self, payload: str, reference_url: str, out: str) -> StudentRequest:

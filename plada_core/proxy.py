@@ -21,8 +21,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Callable, Sequence
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
@@ -104,11 +105,6 @@ class AutoConfig:
         str | None,
         Field(min_length=1, description="Model of the proxy students; empty: the teacher's (plada run: the "
               "student's)."),
-    ] = None  # fmt: skip
-    recipe_epochs: Annotated[
-        int | None,
-        Field(ge=1, le=1000, description="Epochs of the student recipe the predicted accuracy is about (no proxy "
-              "trains longer); empty: the teacher's (plada run: the student's)."),
     ] = None  # fmt: skip
     exclude_test_duplicates: Annotated[
         bool, Field(description="Never select a pool image that duplicates a target test image.")

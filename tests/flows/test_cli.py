@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -115,18 +116,37 @@ def test_flags_reach_the_stage_configs():
 
 
 def test_the_prediction_is_about_the_student_the_run_trains():
-    """plada run: the proxies are the run's student model and the predicted accuracy is a student trained for
-    the run's student epochs, not the teacher's; --recipe-epochs and --proxy-model still win; publish alone
-    predicts at the teacher's epochs."""
-    base = ["run", *REQUIRED["run"], "--target-test", "t", "--out", "o", "--teacher-epochs", "12"]
-    _, run = parse([*base, "--student-epochs", "7", "--student-model", "plada_cnn_wide"])
+    """plada run: the proxies are the run's student, model and every training setting of the recipe, not the
+    teacher's; --recipe-* and --proxy-model still win; publish alone predicts for the teacher's settings."""
+    base = ["run", *REQUIRED["run"], "--target-test", "t", "--out", "o", "--teacher-epochs", "12",
+            "--teacher-lr", "0.002"]  # fmt: skip
+    student = ["--student-epochs", "7", "--student-model", "plada_cnn_wide", "--student-lr", "0.01",
+               "--student-batch-size", "32", "--student-weight-decay", "0", "--student-shift", "0.25"]  # fmt: skip
+    _, run = parse([*base, *student])
     proxy = run.publish_request("ref", "out").proxy_config()
-    assert (proxy.epochs, proxy.model, proxy.lr) == (7, "plada_cnn_wide", run.teacher_config().train.lr)
-    _, run = parse([*base, "--student-epochs", "7", "--recipe-epochs", "9", "--proxy-model", "plada_cnn"])
+    assert proxy == dataclasses.replace(run.student_config().train, seed=proxy.seed)
+    assert (proxy.epochs, proxy.model, proxy.lr, proxy.batch_size, proxy.weight_decay, proxy.shift) == (
+        7, "plada_cnn_wide", 0.01, 32, 0.0, 0.25)  # fmt: skip
+    _, run = parse([*base, "--student-epochs", "7", "--recipe-epochs", "9", "--recipe-lr", "0.02",
+                    "--proxy-model", "plada_cnn"])  # fmt: skip
     publish = run.publish_request("ref", "out")
-    assert (publish.proxy_config().epochs, publish.proxy_model) == (9, "plada_cnn")
-    assert PublishRequest(reference_url="r", out="o", target_train="a", target_test="b",
-                          teacher_epochs=12).proxy_config().epochs == 12  # fmt: skip
+    assert (publish.proxy_config().epochs, publish.proxy_config().lr, publish.proxy_model) == (9, 0.02, "plada_cnn")
+    alone = PublishRequest(reference_url="r", out="o", target_train="a", target_test="b", teacher_epochs=12,
+                           teacher_lr=0.002).proxy_config()  # fmt: skip
+    assert (alone.epochs, alone.lr) == (12, 0.002)
+    with pytest.raises(ValueError, match="recipe_shift"):
+        PublishRequest(reference_url="r", out="o", target_train="a", target_test="b", recipe_shift=0.5)
+
+
+def test_the_recipe_never_fine_tunes():
+    """A fine-tuning teacher's proxies train the head alone (features computed once), so the recipe they measured,
+    the one the payload recommends, says finetune 0; a run's fine-tuned student is reported as differing."""
+    _, run = parse(["run", *REQUIRED["run"], "--target-test", "t", "--out", "o", "--teacher-model",
+                    "plada_effnet_lite0_ml", "--teacher-finetune", "1", "--student-model", "plada_effnet_lite0_ml",
+                    "--student-finetune", "1"])  # fmt: skip
+    publish = run.publish_request("ref", "out")
+    assert publish.teacher_config().train.finetune == 1
+    assert publish.proxy_config().finetune == 0 and publish.student_recipe()["train"]["finetune"] == 0
 
 
 def test_defaults_are_the_core_configs_defaults():
