@@ -235,9 +235,12 @@ class PredictedAccuracy:
         trained = (f"a student trained {self.epochs} epochs (the recipe's) on the chosen selection; its proxy "
                    f"scored {self.proxy_value:.4f}" if self.proxy_value is not None else
                    f"the proxy student ({self.epochs or '?'} epochs); a client training longer may land elsewhere")
+        gap = self.runner_up_gap
+        runner_up = (f"the runner-up's proxy is {gap:.4f} behind" if gap >= 0 else
+                     f"a candidate's proxy scored {-gap:.4f} more, inside the tie rule, so the random baseline stood")  # fmt: skip
         return (
-            f"validation accuracy of {trained}; the best of {self.n_candidates} candidates: optimistic by up to "
-            f"{self.optimism_bound:.4f} (winner's curse; the runner-up's proxy is {self.runner_up_gap:.4f} behind)"
+            f"validation accuracy of {trained}; chosen from {self.n_candidates} candidates: optimistic by up to "
+            f"{self.optimism_bound:.4f} (winner's curse; {runner_up})"
         )
 
     def as_dict(self) -> dict:

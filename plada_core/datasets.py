@@ -9,7 +9,18 @@ import torch
 
 from plada_core.images import PreprocessConfig, preprocess_batch
 
-__all__ = ["labelled_tensors", "selected_tensors"]
+__all__ = ["check_label_range", "labelled_tensors", "selected_tensors"]
+
+
+def check_label_range(labels: np.ndarray, n_classes: int, where: str) -> None:
+    """Raise ValueError naming ``where`` when a label lies outside the task's classes ``[0, n_classes)``: a test
+    split of another task, or labelled another way, would otherwise just score its images as errors."""
+    labels = np.asarray(labels)
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        bad = labels[(labels < 0) | (labels >= n_classes)]
+        raise ValueError(f"{where}: {len(bad)} of {len(labels)} labels lie outside the task's {n_classes} classes "
+                         f"(0..{n_classes - 1}), e.g. {sorted(set(bad.tolist()))[:5]}: give a split of the same "
+                         "task, labelled the same way as its train split")  # fmt: skip
 
 
 def labelled_tensors(images: Sequence[np.ndarray], labels: np.ndarray, cfg: PreprocessConfig):

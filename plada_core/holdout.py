@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["stratified_holdout"]
+__all__ = ["absent_classes", "stratified_holdout"]
 
 _FIXED = (
     "pick a fixed selector instead of `--selector auto` (it publishes without a validation split, so without a "
@@ -36,6 +36,12 @@ def _check_args(labels: np.ndarray, fraction: float, min_per_class: int, n_class
     return labels.astype(np.int64)
 
 
+def absent_classes(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """The class ids in ``[0, n_classes)`` that no label takes, ascending: classes a split cannot teach (labels
+    that start at 1 leave class 0 empty; a named class may have no image)."""
+    return np.flatnonzero(np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes)[:n_classes] == 0)
+
+
 def stratified_holdout(
     labels: np.ndarray,
     fraction: float = 0.1,
@@ -52,8 +58,9 @@ def stratified_holdout(
     is a seeded permutation per class (``np.random.default_rng(seed)``, classes in ascending order), so a split
     is a pure function of its arguments.
 
-    A class with fewer than ``2 * min_per_class`` images, or, when ``n_classes`` is given, a class with none,
-    raises ValueError naming it. Labels of ``n_classes`` or more are rejected.
+    A class with at least one but fewer than ``2 * min_per_class`` images raises ValueError naming it. A class
+    with no image at all is no part of the split (``absent_classes``: nothing can teach or validate it; the
+    caller reports it). Labels of ``n_classes`` or more are rejected.
 
     Why the defaults: a validation accuracy ``p`` over ``n_val`` images has standard error
     ``sqrt(p * (1 - p) / n_val)``, at most ``0.5 / sqrt(n_val)``. Selectors differ by one to a few points, so
@@ -64,7 +71,7 @@ def stratified_holdout(
     """
     labels = _check_args(labels, fraction, min_per_class, n_classes)
     counts = np.bincount(labels, minlength=n_classes or 0)
-    present = np.flatnonzero(counts) if n_classes is None else np.arange(n_classes)
+    present = np.flatnonzero(counts)
     for c in present:
         if counts[c] < 2 * min_per_class:
             fix = f"lower `val_min_per_class` to {counts[c] // 2} or less, or {_FIXED}" if counts[c] >= 2 else _FIXED

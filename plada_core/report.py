@@ -8,6 +8,7 @@ from plada_core.paired import paired_difference
 
 __all__ = [
     "REPORT_KEYS",
+    "absent_classes_markdown",
     "build_report",
     "leakage_markdown",
     "report_markdown",
@@ -55,6 +56,7 @@ def build_report(
         "teacher_model": teacher.get("model"),
         "student_model": student["config"]["train"]["model"],
         "wall_s": {k: round(v, 2) for k, v in times.items()},
+        "classes_without_train_images": teacher.get("classes_without_train_images"),
         **_measured(selection),
         **extra,
     }
@@ -149,8 +151,20 @@ def report_markdown(report: dict, title: str = "PLADA run") -> str:
         f"({report['n_kept']} images) with the same seed.",
     ]
     lines += _versus_random_markdown(report.get("student_vs_random"))
+    lines += absent_classes_markdown(report.get("classes_without_train_images"))
     lines += validation_markdown(report.get("auto_selection")) + leakage_markdown(report.get("leakage"))
     return "\n".join(lines) + "\n"
+
+
+def absent_classes_markdown(absent: dict | None) -> list[str]:
+    """A warning line for the task's classes without a training image (none when every class has one)."""
+    if not absent:
+        return []
+    n = len(absent["classes"])
+    line = (f"**{n} {'class has' if n == 1 else 'classes have'} no training image** ({absent['names'][:20]}): the "
+            f"teacher cannot learn them and no payload labels them; {absent['n_test_images']} of {absent['n_test']} "
+            "test images are in them and count as errors.")  # fmt: skip
+    return ["", line]
 
 
 def _versus_random_markdown(paired: dict | None) -> list[str]:

@@ -9,7 +9,7 @@ import threading
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
-from plada_core.datasets import labelled_tensors
+from plada_core.datasets import check_label_range, labelled_tensors
 from plada_core.images import PreprocessConfig
 from plada_core.io import layout, storage
 from plada_core.io.arrays import read_npz
@@ -50,10 +50,13 @@ def setup_torch(parallel: bool = False) -> None:
     configure_torch(int(os.environ.get("PLADA_TORCH_THREADS", default)))
 
 
-def load_split(spec: str, cfg: PreprocessConfig):
-    """(x, y, class_names) of a labelled split, preprocessed with ``cfg``."""
+def load_split(spec: str, cfg: PreprocessConfig, n_classes: int | None = None):
+    """(x, y, class_names) of a labelled split, preprocessed with ``cfg``; with ``n_classes`` (the task's), a
+    label outside them raises, naming the split."""
     source = open_source(spec)
     images, labels = source.load_arrays()
+    if n_classes is not None:
+        check_label_range(labels, n_classes, spec)
     x, y = labelled_tensors(images, labels, cfg)
     return x, y, list(source.class_names)
 

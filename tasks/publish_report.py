@@ -7,6 +7,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from plada_core.io import checkpoints, layout, storage
+from plada_core.report import absent_classes_markdown
 
 
 @task(cache_policy=NO_CACHE)
@@ -16,6 +17,7 @@ def write_publish_report(out_url: str, published: dict, baseline: dict, request:
     report = {
         "teacher_acc": teacher.get("test_acc"),
         "teacher_model": teacher.get("model"),
+        "classes_without_train_images": teacher.get("classes_without_train_images"),
         "n_reference": published["n_reference"],
         "n_kept": published["n_kept"],
         "keep_reached": published["n_kept"] / published["n_reference"],
@@ -46,6 +48,7 @@ def write_publish_report(out_url: str, published: dict, baseline: dict, request:
         key="plada-publish-md",
         markdown=f"# Published `{out_url}`\n\nPayload: `{report['payload_url']}` ({report['payload_bytes']} bytes, "
         f"{report['n_kept']} of {report['n_reference']} images). Teacher accuracy {report['teacher_acc']:.4f}.\n"
-        "Student accuracy appears on the triggered **train-student** run.\n",
+        "Student accuracy appears on the triggered **train-student** run.\n"
+        + "\n".join(absent_classes_markdown(report["classes_without_train_images"])),
     )
     return report

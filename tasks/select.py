@@ -72,7 +72,8 @@ def select_and_encode(
         index=lambda kept: pool.read_index(reference_url, kept, ["index", "key", "shard"]),
         layout=pool.read_layout(reference_url) if uses_layout(codec) else None,
         max_bytes=max_payload_bytes,
-        meta={"teacher": {"url": teacher_url, "model": teacher["model"], "test_acc": teacher.get("test_acc")},
+        meta={"teacher": {"url": teacher_url, "model": teacher["model"], "test_acc": teacher.get("test_acc"),
+                          "classes_without_train_images": teacher.get("classes_without_train_images")},
               **(extra or {})},  # fmt: skip
         task=task,
         version=version,

@@ -48,6 +48,7 @@ def train_student(payload_url: str, reference_url: str, out_url: str, cfg: Stude
     if stream.n_expected == 0:
         raise RuntimeError(f"none of the {payload.k} payload images is listed in {reference_url}/index.parquet: "
                            "is this the complete pool the payload was built for?")
+    evaluation = load_split(eval_spec, cfg.preprocess, payload.n_classes) if eval_spec else None  # before training
     fit = fit_classifier_streaming(stream, payload.n_classes, cfg.preprocess.channels, cfg.train, num_workers,
                                    desc="student", feature_cache_url=storage.join(out_url, "features"))
     drops = fit.drops[-1]
@@ -55,8 +56,8 @@ def train_student(payload_url: str, reference_url: str, out_url: str, cfg: Stude
         logger().warning("%d of %d payload images are missing or unreadable in the local pool: %s", drops.total,
                          payload.k, drops.as_dict())
     acc, eval_names, predictions_url = None, None, None
-    if eval_spec:
-        x_test, y_test, eval_names = load_split(eval_spec, cfg.preprocess)
+    if evaluation is not None:
+        x_test, y_test, eval_names = evaluation
         pred = predict(fit.model, x_test).argmax(1)
         acc = float((pred == y_test).float().mean())
         predictions_url = write_npz(layout.eval_predictions_url(out_url), pred=pred.numpy().astype(np.int32),

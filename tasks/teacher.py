@@ -25,7 +25,7 @@ from prefect.cache_policies import NO_CACHE
 
 from plada_core.classifier import checkpoint_meta, fit_classifier, model_from_checkpoint
 from plada_core.config import TeacherConfig, to_dict
-from plada_core.holdout import stratified_holdout
+from plada_core.holdout import absent_classes, stratified_holdout
 from plada_core.io import checkpoints, layout, storage
 from plada_core.io.arrays import read_npz, write_npz
 from plada_core.io.sources import open_source
@@ -79,6 +79,23 @@ def write_validation_split(
     write_npz(layout.validation_url(teacher_url), train_positions=train_positions, val_positions=val_positions)
     return {"val_fraction": auto.val_fraction, "val_min_per_class": auto.val_min_per_class, "seed": seed,
             "n_fit": len(train_positions), "n_val": len(val_positions)}  # fmt: skip
+
+
+def _absent_classes(y_fit: np.ndarray, y_test: np.ndarray, class_names: list[str], target_train: str) -> dict:
+    """The task's classes without a training image, reported (``{}`` when every class has one): the teacher
+    cannot learn them, no payload labels them, and their test images count as errors."""
+    absent = absent_classes(y_fit, len(class_names))
+    if not len(absent):
+        return {}
+    names = [class_names[c] for c in absent]
+    n_test = int(np.isin(y_test, absent).sum())
+    logger().warning(
+        "%d of %d classes without a training image in %s (after the validation split): %s; the teacher cannot "
+        "learn them and no payload labels them, so %d of %d test images are errors. Labels that start at 1 leave "
+        "class 0 empty, which is harmless; otherwise add images of those classes or drop them from the task",
+        len(absent), len(class_names), target_train, names[:20], n_test, len(y_test),
+    )  # fmt: skip
+    return {"classes": absent.tolist(), "names": names, "n_test_images": n_test, "n_test": len(y_test)}
 
 
 def write_target_hashes(teacher_url: str, target_train: str, target_test: str) -> str:
@@ -142,10 +159,11 @@ def _train(url: str, target_train: str, target_test: str, cfg: TeacherConfig, au
     setup_torch()
     if cfg.checkpoint:
         model, preprocess, class_names, model_name = _given_teacher(cfg, target_train)
-        x, y, _ = load_split(target_train, preprocess)
+        x, y, _ = load_split(target_train, preprocess, len(class_names))
     else:
         preprocess, model_name = cfg.preprocess, cfg.train.model
         x, y, class_names = load_split(target_train, preprocess)
+    x_test, y_test, _ = load_split(target_test, preprocess, len(class_names))  # a mismatched split stops us now
     extra = {}
     fit = torch.arange(len(y))
     if auto is not None:
@@ -158,9 +176,10 @@ def _train(url: str, target_train: str, target_test: str, cfg: TeacherConfig, au
     if not cfg.checkpoint:
         model = fit_classifier(x[fit], y[fit], len(class_names), cfg.train, desc="teacher")
     write_bank(model, x[fit], y[fit], url)  # before the checkpoint: a present teacher.pt implies complete side files
-    x_test, y_test, _ = load_split(target_test, preprocess)
     acc = accuracy(model, x_test, y_test)
     logger().info("teacher %s: test accuracy %.4f on %s", model_name, acc, target_test)
+    if absent := _absent_classes(y[fit].numpy(), y_test.numpy(), class_names, target_train):
+        extra["classes_without_train_images"] = absent
     meta = checkpoint_meta(
         model_name,
         len(class_names),

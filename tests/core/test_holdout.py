@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plada_core.holdout import stratified_holdout
+from plada_core.holdout import absent_classes, stratified_holdout
 
 
 def _labels(counts):
@@ -61,10 +61,16 @@ def test_too_small_class_names_class_count_minimum_and_fix():
     assert np.bincount(labels[val]).tolist() == [5, 4]
 
 
-def test_missing_class_raises_when_n_classes_is_given():
-    labels = np.array([0] * 20 + [2] * 20)
-    with pytest.raises(ValueError, match=r"class 1 has 0 images.*fixed selector"):
-        stratified_holdout(labels, n_classes=3)
+def test_a_class_without_images_is_no_part_of_the_split():
+    """Labels 1..N leave class 0 empty (and a named class may have no image): the split covers the classes that
+    have images, ``absent_classes`` names the others; a class with a single image still raises."""
+    labels = np.array([1] * 20 + [3] * 20)
+    train, val = stratified_holdout(labels, n_classes=4)
+    assert np.bincount(labels[val], minlength=4).tolist() == [0, 5, 0, 5] and len(train) + len(val) == 40
+    assert absent_classes(labels, 4).tolist() == [0, 2] and absent_classes(labels, 3).tolist() == [0, 2]
+    assert absent_classes(np.array([0, 1]), 2).tolist() == [] and absent_classes(np.array([], np.int64), 2).tolist() == [0, 1]
+    with pytest.raises(ValueError, match=r"class 2 has 1 images"):
+        stratified_holdout(np.append(labels, 2), n_classes=4)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
         stratified_holdout(labels, n_classes=2)
 

@@ -107,6 +107,25 @@ def test_a_target_split_too_small_to_hold_out_names_the_class(tmp_path):
                        PRE)  # fmt: skip
 
 
+def test_labels_that_skip_a_class_are_reported_not_refused(tmp_path):
+    """Labels 1..2 (class 0 empty) and a test image of a class the train split lacks: the teacher trains, holds
+    out its validation split from the classes it has, and records the empty classes with their test images."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "train.npz", images=images, labels=np.array([1] * 20 + [2] * 20))
+    np.savez(tmp_path / "test.npz", images=images[:6], labels=np.array([1, 2, 1, 2, 3, 3]))
+    train, test = f"npz:{tmp_path / 'train.npz'}", f"npz:{tmp_path / 'test.npz'}"
+    with pytest.raises(ValueError, match=r"test.npz: 2 of 6 labels lie outside the task's 3 classes \(0..2\), e\.g\. \[3\]"):
+        train_teacher.fn(train, test, str(tmp_path / "t"), TeacherConfig(train=TrainConfig(epochs=1),
+                         preprocess=PRE), AUTO)  # fmt: skip
+    np.savez(tmp_path / "test.npz", images=images[:6], labels=np.array([1, 2, 1, 2, 0, 0]))
+    teacher = train_teacher.fn(train, test, str(tmp_path / "t2"), TeacherConfig(train=TrainConfig(epochs=1),
+                               preprocess=PRE), AUTO)  # fmt: skip
+    _, meta = checkpoints.load_checkpoint(teacher)
+    assert meta["classes_without_train_images"] == {"classes": [0], "names": ["0"], "n_test_images": 2, "n_test": 6}
+    assert meta["holdout"]["n_val"] == 10 and meta["num_classes"] == 3
+
+
 def test_cached_pool_features_are_read_for_the_union(leaky, tmp_path):
     from plada_core.io.arrays import write_npz
 

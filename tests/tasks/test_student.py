@@ -73,6 +73,17 @@ def test_eval_is_optional_and_names_the_classes_of_an_old_payload(client, tiny_n
     assert bare["class_names_from"] == "generated" and meta["class_names"] == [f"class_{i}" for i in range(10)]
 
 
+def test_an_evaluation_split_of_another_task_stops_before_training(client, tiny_npz, tmp_path, monkeypatch):
+    """Labels beyond the payload's classes (the pool's class 10 here) would only be scored as errors: refused,
+    naming the split, before any training, and nothing is written."""
+    import tasks.student as student_task
+
+    monkeypatch.setattr(student_task, "fit_classifier_streaming", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError, match=r"pool.npz: 100 of 300 labels lie outside the task's 10 classes \(0..9\)"):
+        train_student.fn(client["named"], client["pool"], str(tmp_path / "x"), CFG, eval_spec=tiny_npz["pool"])
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
 def test_a_missing_shard_is_a_counted_drop(client, tmp_path):
     copy = tmp_path / "pool"
     fs, src = storage.get_fs(client["pool"])
