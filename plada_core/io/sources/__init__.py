@@ -14,8 +14,8 @@ spec                   images                                                 ``
 ``fashion-mnist``      Debian ``dataset-fashion-mnist``: 70,000 at 28x28      official: 60,000 / 10,000
 ``cifar10``            ``$PLADA_DATA_DIR/cifar10/{train,test}.parquet``        official: 50,000 / 10,000
 ``tiny-imagenet``      ``$PLADA_DATA_DIR/tiny-imagenet-32/pool-*.parquet``     seeded split 90/10: 99,990 / 11,110
-``npz:PATH``           arrays ``images`` (N,H,W) or (N,H,W,3) uint8,          not supported: give one file
-                       ``labels`` (N,) int, optional ``class_names``           per split
+``npz:PATH``           arrays ``images`` (N,H,W[,1]) or (N,H,W,3) uint8,      not supported: give one file
+                       ``labels`` (N[,1]) int, optional ``class_names``        per split
 ``parquet:PATH``       a file or a folder of ``*.parquet`` (key, jpg, label)   no
 ``imagefolder:PATH``   ``PATH/<class>/<image>``; classes in sorted order       no
 =====================  =====================================================  ==========================

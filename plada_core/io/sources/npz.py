@@ -1,4 +1,5 @@
-"""``npz:PATH``: arrays ``images`` (N,H,W) or (N,H,W,3) uint8, ``labels`` (N,) int, optional ``class_names``.
+"""``npz:PATH``: arrays ``images`` (N,H,W), (N,H,W,1) or (N,H,W,3) uint8, ``labels`` (N,) or (N,1) int,
+optional ``class_names``.
 
 One file holds one split; files are read without pickle, and every problem names the array and the fix.
 """
@@ -60,17 +61,28 @@ def _npz_array(archive, name: str, where: str) -> np.ndarray:
 
 
 def _check_images(images: np.ndarray, where: str) -> np.ndarray:
+    """uint8 (N,H,W) or (N,H,W,3); a single channel axis (N,H,W,1), as Keras-style arrays come, is the same
+    grayscale data and is squeezed."""
     if images.dtype != np.uint8:
-        raise ValueError(f"{where}: array 'images' has dtype {images.dtype}; expected uint8 (N,H,W) or (N,H,W,3)")
+        hint = (" (values in [0, 1]? save (images * 255).round().astype(np.uint8))"
+                if np.issubdtype(images.dtype, np.floating) else " (cast to np.uint8 if the values lie in 0..255)")  # fmt: skip
+        raise ValueError(f"{where}: array 'images' has dtype {images.dtype}; expected uint8 (N,H,W) or "
+                         f"(N,H,W,3){hint}")  # fmt: skip
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
     if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
-        raise ValueError(f"{where}: array 'images' has shape {images.shape}; expected uint8 (N,H,W) or (N,H,W,3) "
-                         "(squeeze a single channel axis)")
+        alpha = " (drop the alpha channel: images[..., :3])" if images.ndim == 4 and images.shape[-1] == 4 else ""
+        raise ValueError(f"{where}: array 'images' has shape {images.shape}; expected uint8 (N,H,W) or "
+                         f"(N,H,W,3){alpha}")  # fmt: skip
     if len(images) == 0 or 0 in images.shape[1:3]:
         raise ValueError(f"{where}: array 'images' has shape {images.shape}; it holds no image pixels")
     return images
 
 
 def _check_labels(labels: np.ndarray, where: str) -> np.ndarray:
+    """int (N,); a column (N,1), as Keras-style arrays come, is the same labels and is flattened."""
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{where}: array 'labels' has dtype {labels.dtype} and shape {labels.shape}; "
                          "expected int (N,)")
