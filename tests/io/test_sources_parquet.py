@@ -65,9 +65,28 @@ def test_parquet_colliding_keys_fall_back_to_positions(tmp_path):
     source = open_source(f"parquet:{tmp_path}/c.parquet")
     assert source.positional_keys and [s.key for s in source.iter_encoded()] == ["c-00000000", "c-00000001"]
 
+def test_parquet_exports_with_an_image_struct_and_no_key(tmp_path):
+    """The Hugging Face layout: image = struct<bytes, path>, label, no key; rows keyed by file and position."""
+    images = np.random.default_rng(2).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    image = pa.array([{"bytes": jpeg(x), "path": f"{i}.jpg"} for i, x in enumerate(images)])
+    pq.write_table(pa.table({"image": image, "label": pa.array([2, 0, 1])}), tmp_path / "train-00000.parquet",
+                   row_group_size=2)  # fmt: skip
+    pq.write_table(pa.table({"png": [jpeg(images[0])], "label": [1]}), tmp_path / "more.parquet")
+    source = open_source(f"parquet:{tmp_path}")
+    samples = keys_ok(source)
+    name = tmp_path.name
+    assert [s.key for s in samples] == [f"{name}-more-00000000", *(f"{name}-train-00000-{i:08d}" for i in range(3))]
+    assert [s.label for s in samples] == [1, 2, 0, 1] and samples[1].data == jpeg(images[0])
+    assert source.class_names == ["0", "1", "2"] and source.load_arrays()[0].shape == (4, 8, 8, 3)
+
+
 def test_parquet_missing_column_and_path(tmp_path):
     pq.write_table(pa.table({"key": ["k"], "label": [0]}), tmp_path / "nojpg.parquet")
-    with pytest.raises(ValueError, match=r"nojpg.parquet has columns \{'key': 'string', 'label': 'int64'\}; expected"):
+    with pytest.raises(ValueError, match=r"nojpg.parquet has columns \{'key': 'string', 'label': 'int64'\}; expected "
+                       r"an int column 'label', the encoded image bytes .* 'jpg', 'png', 'image', 'img'"):
         open_source(f"parquet:{tmp_path}/nojpg.parquet")
+    pq.write_table(pa.table({"image": ["not bytes"], "label": [0]}), tmp_path / "str.parquet")
+    with pytest.raises(ValueError, match=r"str.parquet has columns"):
+        open_source(f"parquet:{tmp_path}/str.parquet")
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         open_source(f"parquet:{tmp_path}/nothing")

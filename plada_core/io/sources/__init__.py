@@ -16,7 +16,8 @@ spec                   images                                                 ``
 ``tiny-imagenet``      ``$PLADA_DATA_DIR/tiny-imagenet-32/pool-*.parquet``     seeded split 90/10: 99,990 / 11,110
 ``npz:PATH``           arrays ``images`` (N,H,W[,1]) or (N,H,W,3) uint8,      not supported: give one file
                        ``labels`` (N[,1]) int, optional ``class_names``        per split
-``parquet:PATH``       a file or a folder of ``*.parquet`` (key, jpg, label)   no
+``parquet:PATH``       a file or a folder of ``*.parquet`` (key, jpg, label;   no
+                       or image bytes / struct, label: ``parquet`` module)
 ``imagefolder:PATH``   ``PATH/<class>/<image>``; classes in sorted order       no
 =====================  =====================================================  ==========================
 

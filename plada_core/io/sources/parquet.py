@@ -1,6 +1,9 @@
 """Parquet rows (key, jpg, label): ``cifar10`` and ``tiny-imagenet`` under ``$PLADA_DATA_DIR``, ``parquet:PATH``.
 
 Images are streamed batch by batch; JPEG and PNG bytes travel as stored, other formats are re-encoded as PNG.
+Besides the project's own layout, ``parquet:PATH`` reads the common exports: the image in a binary column
+``jpg``, ``png``, ``image`` or ``img``, or in a struct column of that name with a ``bytes`` field (the Hugging
+Face ``Image`` feature), and no ``key`` column (rows are then keyed by file and position).
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ from plada_core.io.sources.base import (
 
 __all__ = ["ParquetSource", "open_cifar10", "open_parquet", "open_tiny_imagenet"]
 
-_PARQUET_COLUMNS = ("key", "jpg", "label")
+_IMAGE_COLUMNS = ("jpg", "png", "image", "img")  # the first present holds the encoded image
+_EXPECTED = ("expected an int column 'label', the encoded image bytes in a binary column (or a struct with a "
+             "'bytes' field) named one of " + ", ".join(map(repr, _IMAGE_COLUMNS)) + ", and optionally a string "
+             "column 'key'")  # fmt: skip
 _BATCH_ROWS = 2048  # rows per parquet read: a few MB of JPEGs, never a whole file
 
 
@@ -73,27 +79,58 @@ class ParquetSource(Source):
     def _iter_rows(self) -> Iterator[tuple[str, bytes, int]]:
         start = 0
         for path in self.files:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS, columns=list(_PARQUET_COLUMNS)):
+            image, has_key = _columns(pq.read_schema(path), path, self.spec)
+            row = 0
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS, columns=_read(image, has_key)):
                 n = batch.num_rows
+                keys = batch.column("key") if has_key else pa.array(_row_keys(path, row, n))
+                labels, data = batch.column("label"), _image_bytes(batch.column(image))
                 if self._rows is not None:
-                    batch = batch.filter(pa.array(self._rows[start : start + n]))
-                start += n
-                columns = [batch.column(c).to_pylist() for c in _PARQUET_COLUMNS]
-                yield from zip(*columns)
+                    mask = pa.array(self._rows[start : start + n])
+                    keys, labels, data = keys.filter(mask), labels.filter(mask), data.filter(mask)
+                start, row = start + n, row + n
+                yield from zip(keys.to_pylist(), data.to_pylist(), labels.to_pylist())
+
+
+def _columns(schema: pa.Schema, path: Path, spec: str) -> tuple[str, bool]:
+    """(the image column, whether there is a key column) of one file; a file without them raises, naming both."""
+    image = next((c for c in _IMAGE_COLUMNS if c in schema.names and _holds_bytes(schema.field(c).type)), None)
+    if image is None or "label" not in schema.names or not pa.types.is_integer(schema.field("label").type):
+        raise ValueError(f"{spec}: {path} has columns {dict(zip(schema.names, map(str, schema.types)))}; {_EXPECTED}")
+    return image, "key" in schema.names
+
+
+def _holds_bytes(kind: pa.DataType) -> bool:
+    if pa.types.is_struct(kind):
+        return kind.get_field_index("bytes") >= 0 and _holds_bytes(kind.field("bytes").type)
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+
+
+def _read(image: str, has_key: bool) -> list[str]:
+    return [*(["key"] if has_key else []), image, "label"]
+
+
+def _image_bytes(column: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """The encoded bytes of an image column: itself, or a struct's ``bytes`` field."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.field("bytes") if pa.types.is_struct(column.type) else column
+
+
+def _row_keys(path: Path, first: int, n: int) -> list[str]:
+    """Keys of rows without a ``key`` column: the file's name and the row's position in it, stable per file."""
+    return [f"{path.stem}-{i:08d}" for i in range(first, first + n)]
 
 
 def _scan_parquet(files: Sequence[Path], spec: str) -> tuple[pa.Array, np.ndarray]:
     keys, labels = [], []
     for path in files:
-        schema = pq.read_schema(path)
-        missing = [c for c in _PARQUET_COLUMNS if c not in schema.names]
-        if missing or not pa.types.is_integer(schema.field("label").type):
-            raise ValueError(f"{spec}: {path} has columns {dict(zip(schema.names, map(str, schema.types)))}; "
-                             "expected key (string), jpg (encoded image bytes), label (int)")
-        table = pq.read_table(path, columns=["key", "label"])
-        if table.column("key").null_count or table.column("label").null_count:
+        _, has_key = _columns(pq.read_schema(path), path, spec)
+        table = pq.read_table(path, columns=["key", "label"] if has_key else ["label"])
+        key = table.column("key").cast(pa.string()) if has_key else pa.chunked_array([_row_keys(path, 0, len(table))])
+        if key.null_count or table.column("label").null_count:
             raise ValueError(f"{spec}: {path} has empty (null) keys or labels; every row needs both")
-        keys.append(table.column("key").cast(pa.string()))
+        keys.append(key)
         labels.append(table.column("label").to_numpy().astype(np.int64))
     keys_all = pa.chunked_array([c for k in keys for c in k.chunks], type=pa.string()).combine_chunks()
     labels_all = np.concatenate(labels) if labels else np.zeros(0, np.int64)
