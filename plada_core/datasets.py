@@ -9,7 +9,7 @@ import torch
 
 from plada_core.images import PreprocessConfig, preprocess_batch
 
-__all__ = ["check_label_range", "labelled_tensors", "selected_tensors"]
+__all__ = ["check_label_range", "labelled_tensors", "selected_tensors", "task_labels"]
 
 
 def check_label_range(labels: np.ndarray, n_classes: int, where: str) -> None:
@@ -21,6 +21,32 @@ def check_label_range(labels: np.ndarray, n_classes: int, where: str) -> None:
         raise ValueError(f"{where}: {len(bad)} of {len(labels)} labels lie outside the task's {n_classes} classes "
                          f"(0..{n_classes - 1}), e.g. {sorted(set(bad.tolist()))[:5]}: give a split of the same "
                          "task, labelled the same way as its train split")  # fmt: skip
+
+
+def _numbered(names: Sequence[str]) -> bool:
+    """Whether ``names`` are a source's default names, the class ids themselves ("0", "1", ...)."""
+    return list(names) == [str(i) for i in range(len(names))]
+
+
+def task_labels(labels: np.ndarray, split_names: Sequence[str], task_names: Sequence[str], where: str) -> np.ndarray:
+    """``labels`` of a split as class ids of the task whose classes are ``task_names``.
+
+    Where both name their classes and the names differ (an image folder lacking one class numbers the others
+    differently; another order), labels are mapped by name, and a class the task does not have raises, naming
+    it. Where either side has only numbered classes (no names), the ids are the labels; they must lie in the
+    task's classes (``check_label_range``)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    split_names, task_names = [str(n) for n in split_names], [str(n) for n in task_names]
+    if split_names != task_names and not _numbered(split_names) and not _numbered(task_names):
+        position = {name: i for i, name in enumerate(task_names)}
+        unknown = sorted({split_names[c] for c in np.unique(labels) if split_names[c] not in position})
+        if unknown:
+            raise ValueError(f"{where}: classes {unknown[:5]} are not among the task's {len(task_names)} classes "
+                             f"({task_names[:10]}{' ...' if len(task_names) > 10 else ''}): give a split of the "
+                             "same task")  # fmt: skip
+        labels = np.array([position.get(n, -1) for n in split_names], dtype=np.int64)[labels]
+    check_label_range(labels, len(task_names), where)
+    return labels
 
 
 def labelled_tensors(images: Sequence[np.ndarray], labels: np.ndarray, cfg: PreprocessConfig):

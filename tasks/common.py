@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Sequence
 
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
 
-from plada_core.datasets import check_label_range, labelled_tensors
+from plada_core.datasets import check_label_range, labelled_tensors, task_labels
 from plada_core.images import PreprocessConfig
 from plada_core.io import layout, storage
 from plada_core.io.arrays import read_npz
@@ -50,13 +51,17 @@ def setup_torch(parallel: bool = False) -> None:
     configure_torch(int(os.environ.get("PLADA_TORCH_THREADS", default)))
 
 
-def load_split(spec: str, cfg: PreprocessConfig, n_classes: int | None = None):
-    """(x, y, class_names) of a labelled split, preprocessed with ``cfg``; with ``n_classes`` (the task's), a
-    label outside them raises, naming the split."""
+def load_split(spec: str, cfg: PreprocessConfig, task_classes: Sequence[str] | int | None = None):
+    """(x, y, class_names) of a labelled split, preprocessed with ``cfg``. With ``task_classes`` (the task's class
+    names, or only their count when the task names none) the labels are the task's class ids
+    (``plada_core.datasets.task_labels``: mapped by name where the split names its classes differently), and a
+    class or label the task does not have raises, naming the split."""
     source = open_source(spec)
     images, labels = source.load_arrays()
-    if n_classes is not None:
-        check_label_range(labels, n_classes, spec)
+    if isinstance(task_classes, int):
+        check_label_range(labels, task_classes, spec)
+    elif task_classes is not None:
+        labels = task_labels(labels, source.class_names, task_classes, spec)
     x, y = labelled_tensors(images, labels, cfg)
     return x, y, list(source.class_names)
 

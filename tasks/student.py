@@ -48,7 +48,8 @@ def train_student(payload_url: str, reference_url: str, out_url: str, cfg: Stude
     if stream.n_expected == 0:
         raise RuntimeError(f"none of the {payload.k} payload images is listed in {reference_url}/index.parquet: "
                            "is this the complete pool the payload was built for?")
-    evaluation = load_split(eval_spec, cfg.preprocess, payload.n_classes) if eval_spec else None  # before training
+    task_classes = payload.class_names or payload.n_classes  # a format-1 payload names no classes
+    evaluation = load_split(eval_spec, cfg.preprocess, task_classes) if eval_spec else None  # before training
     fit = fit_classifier_streaming(stream, payload.n_classes, cfg.preprocess.channels, cfg.train, num_workers,
                                    desc="student", feature_cache_url=storage.join(out_url, "features"))
     drops = fit.drops[-1]

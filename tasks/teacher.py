@@ -159,11 +159,11 @@ def _train(url: str, target_train: str, target_test: str, cfg: TeacherConfig, au
     setup_torch()
     if cfg.checkpoint:
         model, preprocess, class_names, model_name = _given_teacher(cfg, target_train)
-        x, y, _ = load_split(target_train, preprocess, len(class_names))
+        x, y, _ = load_split(target_train, preprocess, class_names)
     else:
         preprocess, model_name = cfg.preprocess, cfg.train.model
         x, y, class_names = load_split(target_train, preprocess)
-    x_test, y_test, _ = load_split(target_test, preprocess, len(class_names))  # a mismatched split stops us now
+    x_test, y_test, _ = load_split(target_test, preprocess, class_names)  # a mismatched split stops us now
     extra = {}
     fit = torch.arange(len(y))
     if auto is not None:

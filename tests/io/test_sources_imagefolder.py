@@ -31,6 +31,17 @@ def test_imagefolder_counts_unreadable_files(tmp_path):
     images, labels = source.load_arrays()
     assert isinstance(images, list) and images[2].shape == (4, 4, 3) and labels.tolist() == [0, 0, 1]
 
+def test_images_in_sub_folders_of_a_class_belong_to_it(tmp_path):
+    """torchvision's layout: class/<any sub-folders>/image; hidden files and folders are not images."""
+    rng = np.random.default_rng(3)
+    for rel in ("cat/2020/b.png", "cat/a.png", "dog/x/y/c.png", "dog/.ipynb_checkpoints/d.png", "dog/.e.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (4, 4), dtype=np.uint8)).save(tmp_path / rel)
+    source = open_source(f"imagefolder:{tmp_path}")
+    assert source.class_names == ["cat", "dog"] and [(p.name, c) for p, c in source.items] == [
+        ("b.png", 0), ("a.png", 0), ("c.png", 1)]  # fmt: skip
+
+
 def test_imagefolder_without_class_folders(tmp_path):
     with pytest.raises(ValueError, match="has no class sub-folders"):
         open_source(f"imagefolder:{tmp_path}")

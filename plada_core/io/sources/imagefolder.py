@@ -1,4 +1,5 @@
-"""``imagefolder:PATH``: ``PATH/<class>/<image>``, classes in sorted order, every file checked at open."""
+"""``imagefolder:PATH``: ``PATH/<class>/<image>`` (images may sit in sub-folders of a class folder, as torchvision's
+``ImageFolder`` reads them), classes in sorted order, every file checked at open."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 class ImageFolderSource(Source):
-    """``root/<class>/<image>``; class ids follow sorted folder names, images sorted by file name.
+    """``root/<class>/[<sub-folders>/]<image>``; class ids follow sorted folder names, images sorted by their path
+    inside the class folder.
 
     Opening decodes every file once, so ``len()`` is exact and the pool never receives undecodable bytes.
     Unreadable files are listed in ``unreadable`` as (path, reason) and announced with a warning.
-    Files without an image suffix (``IMAGE_SUFFIXES``) and hidden files are not images and are ignored.
+    Files without an image suffix (``IMAGE_SUFFIXES``) and hidden files and folders are not images and are
+    ignored.
     """
 
     def __init__(self, spec: str, root: Path) -> None:
@@ -30,7 +33,8 @@ class ImageFolderSource(Source):
         self.items: list[tuple[Path, int]] = []
         self.unreadable: list[tuple[Path, str]] = []
         for label, cls in enumerate(classes):
-            for path in sorted(p for p in (root / cls).iterdir() if _is_image_file(p)):
+            folder = root / cls
+            for path in sorted(p for p in folder.rglob("*") if _is_image_file(p, folder)):
                 self._check(path, label)
         if self.unreadable:
             first, reason = self.unreadable[0]
@@ -54,8 +58,9 @@ class ImageFolderSource(Source):
             yield EncodedSample(f"{self.name}-{i:08d}", data, ext, label)
 
 
-def _is_image_file(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+def _is_image_file(path: Path, folder: Path) -> bool:
+    hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)  # .DS_Store, .ipynb_checkpoints/
+    return path.is_file() and not hidden and path.suffix.lower() in IMAGE_SUFFIXES
 
 
 def open_imagefolder(arg: str | None, opts: SourceOptions) -> Source:
