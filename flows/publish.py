@@ -23,7 +23,7 @@ from flows.runners import TaskRunnerOptions
 from plada_core.io.storage import join
 from plada_core.recipe import reserving_prediction, with_prediction
 from plada_core.selection import AUTO_SELECTOR
-from tasks.auto_select import auto_select, check_leakage, is_frozen_backbone, winner_config
+from tasks.auto_select import auto_select, check_leakage, is_frozen_backbone, winner_config, winner_kept
 from tasks.score import fit_density_ratio, score_shard
 from tasks.select import select_and_encode
 from tasks.shards import plan_shards
@@ -96,7 +96,7 @@ def publish(request: PublishRequest, teacher_out: str | None = None, scores_out:
     recipe = with_prediction(request.student_recipe(), choice.get("predicted_accuracy"))
     summary = select_and_encode(
         score_urls, request.reference_url, teacher_url, request.out, winner_config(choice),
-        scoring.max_drop_rate, request.codec, request.max_payload_bytes,
+        scoring.max_drop_rate, request.codec, request.max_payload_bytes, winner_kept(choice),
         task=request.payload_task, version=request.payload_version, exclude=excluded,
         extra={"auto_selection": choice, "leakage": _leakage_record(leakage, excluded)},
         student_recipe=recipe,

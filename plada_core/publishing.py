@@ -50,6 +50,7 @@ def select_and_pack(
     index: pd.DataFrame | IndexLookup,
     layout: np.ndarray | None = None,
     max_bytes: int | None = None,
+    max_kept: int | None = None,
     meta: dict | None = None,
     task: str | None = None,
     version: str | None = None,
@@ -60,7 +61,8 @@ def select_and_pack(
 
     ``codec`` is a registered codec name or ``"auto"`` (every codec that can run, smallest payload kept);
     ``layout`` is the pool's block layout, needed by layout codecs only. With ``max_bytes``, ``cfg.keep`` is
-    replaced by the largest count whose payload fits (budget mode, ``plada_core.budget``). ``index`` gives the
+    replaced by the largest count whose payload fits (budget mode, ``plada_core.budget``), at most ``max_kept``
+    (the count a validated candidate kept under the same budget: the published selection is then that one). ``index`` gives the
     pool index rows (``index``, ``key``, ``shard``) of the kept images: the whole index as a frame, or a
     callable from kept indices to their rows (so a huge index need not be read whole). ``meta`` holds the run's
     other manifest metadata (the teacher, say); the fingerprint, selector, config and class names are added here.
@@ -84,9 +86,8 @@ def select_and_pack(
     payload = None
     if max_bytes is not None:
         # the search encodes each k it tries; the payload of the k it returns is reused, not encoded again
-        k, payload = largest_k_within(
-            max_bytes, len(scores), lambda k: encode(kept_at(dataclasses.replace(cfg, keep=k)))
-        )
+        n = len(scores) if max_kept is None else min(max_kept, len(scores))
+        k, payload = largest_k_within(max_bytes, n, lambda k: encode(kept_at(dataclasses.replace(cfg, keep=k))))
         cfg = dataclasses.replace(cfg, keep=k)
     kept = kept_at(cfg)
     manifest_meta = {

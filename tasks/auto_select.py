@@ -34,7 +34,7 @@ from plada_core.selection import AUTO_SELECTOR, SelectionConfig
 from plada_core.training import TrainConfig, features
 from tasks.common import load_split, logger, setup_torch
 
-__all__ = ["auto_select", "check_leakage", "fixed_candidate", "is_frozen_backbone", "winner_config"]
+__all__ = ["auto_select", "check_leakage", "fixed_candidate", "is_frozen_backbone", "winner_config", "winner_kept"]
 
 
 @task(cache_policy=NO_CACHE)
@@ -194,4 +194,9 @@ def auto_select(
 def winner_config(summary: dict) -> SelectionConfig:
     """The ``SelectionConfig`` an ``auto_select`` summary chose."""
     return SelectionConfig(**summary["config"])
+
+
+def winner_kept(summary: dict) -> int | None:
+    """How many images the chosen candidate kept when it was measured (None when nothing was measured)."""
+    return next((row["n_kept"] for row in summary.get("candidates") or [] if row.get("chosen")), None)
 

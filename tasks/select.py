@@ -39,6 +39,7 @@ def select_and_encode(
     max_drop_rate: float = 0.01,
     codec: str = PAPER_CODEC,
     max_payload_bytes: int | None = None,
+    max_kept: int | None = None,
     task: str | None = None,
     version: str | None = None,
     exclude: list[int] | None = None,
@@ -47,7 +48,8 @@ def select_and_encode(
 ) -> dict:
     """Write ``manifest.parquet``, ``payload.plada`` and ``selection.json`` under ``out_url``; return their URLs.
 
-    With ``max_payload_bytes``, ``cfg.keep`` is replaced by the largest count whose payload fits (budget mode);
+    With ``max_payload_bytes``, ``cfg.keep`` is replaced by the largest count whose payload fits (budget mode), at
+    most ``max_kept`` (the validated winner's count, so that the payload holds the selection that was measured);
     the summary's ``keep_reached`` says which fraction of the pool that is. ``codec="auto"`` encodes with every
     registered codec and keeps the smallest payload (the summary's ``codec`` names the one kept). The payload
     carries the teacher's class names, the ``task`` and release ``version`` when given (release names) and the
@@ -72,6 +74,7 @@ def select_and_encode(
         index=lambda kept: pool.read_index(reference_url, kept, ["index", "key", "shard"]),
         layout=pool.read_layout(reference_url) if uses_layout(codec) else None,
         max_bytes=max_payload_bytes,
+        max_kept=max_kept,
         meta={"teacher": {"url": teacher_url, "model": teacher["model"], "test_acc": teacher.get("test_acc"),
                           "classes_without_train_images": teacher.get("classes_without_train_images")},
               **(extra or {})},  # fmt: skip

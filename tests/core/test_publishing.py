@@ -118,6 +118,16 @@ def test_budget_mode_keeps_the_largest_selection_that_fits(codec):
     assert same.payload == result.payload and same.kept.equals(result.kept)
 
 
+def test_a_budget_keeps_at_most_max_kept():
+    """The validated winner's count caps the search: room for more images does not add any; less room still wins."""
+    cfg = SelectionConfig("energy", keep=0.5)
+    free = _pack(cfg, "context-rc", max_bytes=115).summary["n_kept"]
+    assert free > 4
+    capped = _pack(cfg, "context-rc", max_bytes=115, max_kept=free - 3)
+    assert capped.summary["n_kept"] == free - 3 and capped.summary["payload_bytes"] <= 115
+    assert _pack(cfg, "context-rc", max_bytes=115, max_kept=free + 50).summary["n_kept"] == free
+
+
 def test_a_budget_below_the_header_names_the_problem():
     with pytest.raises(ValueError, match="max_bytes=10 is too small"):
         _pack(max_bytes=10)

@@ -17,7 +17,7 @@ from plada_core.scoring import ScoringConfig
 from plada_core.selection import SelectionConfig
 from plada_core.training import TrainConfig
 from tasks import auto_select as auto_task
-from tasks.auto_select import auto_select, check_leakage, winner_config
+from tasks.auto_select import auto_select, check_leakage, winner_config, winner_kept
 from tasks.reference import build_reference_pool
 from tasks.score import score_shard
 from tasks.teacher import train_teacher
@@ -105,6 +105,12 @@ def test_a_target_split_too_small_to_hold_out_names_the_class(tmp_path):
     with pytest.raises(ValueError, match="no validation split"):
         auto_select.fn([], "unused", teacher, spec, str(tmp_path), SelectionConfig(selector="auto"), AUTO, PROXY,
                        PRE)  # fmt: skip
+
+
+def test_winner_kept_is_the_chosen_rows_count():
+    rows = [{"n_kept": 10, "chosen": False}, {"n_kept": 7, "chosen": True}]
+    assert winner_kept({"candidates": rows}) == 7
+    assert winner_kept({"candidates": [], "skipped": "no validation split"}) is None and winner_kept({}) is None
 
 
 def test_labels_that_skip_a_class_are_reported_not_refused(tmp_path):
