@@ -212,7 +212,8 @@ def resolve_k(keep: float | int, n: int) -> int:
         raise ValueError(f"pool size n must be >= 0, got {n!r}")
     if isinstance(keep, numbers.Integral):
         if keep > n:
-            raise ValueError(f"keep={keep!r} images asked for, but the pool holds only n={n}")
+            raise ValueError(f"keep={keep!r} images asked for, but the pool holds only n={n}: ask for at most {n} "
+                             "images, or a fraction such as 0.1")  # fmt: skip
         return int(keep)
     if n == 0:
         return 0

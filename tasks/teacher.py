@@ -81,6 +81,15 @@ def write_validation_split(
             "n_fit": len(train_positions), "n_val": len(val_positions)}  # fmt: skip
 
 
+def _check_classes(labels: np.ndarray, class_names: list[str], target_train: str) -> None:
+    """A task needs images of two classes at least: with one, every pool image gets its label."""
+    present = np.unique(labels)
+    if len(present) < 2:
+        names = [class_names[c] for c in present]
+        raise ValueError(f"{target_train} has images of {len(present)} class ({names}); a classification task needs "
+                         "at least 2: give the train split of every class")  # fmt: skip
+
+
 def _absent_classes(y_fit: np.ndarray, y_test: np.ndarray, class_names: list[str], target_train: str) -> dict:
     """The task's classes without a training image, reported (``{}`` when every class has one): the teacher
     cannot learn them, no payload labels them, and their test images count as errors."""
@@ -164,6 +173,7 @@ def _train(url: str, target_train: str, target_test: str, cfg: TeacherConfig, au
         preprocess, model_name = cfg.preprocess, cfg.train.model
         x, y, class_names = load_split(target_train, preprocess)
     x_test, y_test, _ = load_split(target_test, preprocess, class_names)  # a mismatched split stops us now
+    _check_classes(y.numpy(), class_names, target_train)
     extra = {}
     fit = torch.arange(len(y))
     if auto is not None:

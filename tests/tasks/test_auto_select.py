@@ -130,6 +130,11 @@ def test_labels_that_skip_a_class_are_reported_not_refused(tmp_path):
     _, meta = checkpoints.load_checkpoint(teacher)
     assert meta["classes_without_train_images"] == {"classes": [0], "names": ["0"], "n_test_images": 2, "n_test": 6}
     assert meta["holdout"]["n_val"] == 10 and meta["num_classes"] == 3
+    np.savez(tmp_path / "one.npz", images=images, labels=np.full(40, 1))
+    one = f"npz:{tmp_path / 'one.npz'}"
+    with pytest.raises(ValueError, match=r"one.npz has images of 1 class \(\['1'\]\); a classification task needs"):
+        train_teacher.fn(one, one, str(tmp_path / "t3"), TeacherConfig(preprocess=PRE), AUTO)
+    assert not (tmp_path / "t3").exists() or not any((tmp_path / "t3").rglob("*.pt"))
 
 
 def test_cached_pool_features_are_read_for_the_union(leaky, tmp_path):
