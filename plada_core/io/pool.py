@@ -96,6 +96,20 @@ def _iter_all(sources) -> Iterator[tuple[object, str]]:
             yield sample, source.name
 
 
+def _distinct_names(sources: list) -> None:
+    """Give each source a distinct name (its keys' prefix): a later source named like an earlier one (two files
+    ``a/x.npz`` and ``b/x.npz``) becomes ``x_2``, ``x_3``, … in the order given; the same spec twice raises."""
+    specs, taken = set(), set()
+    for source in sources:
+        if source.spec in specs:
+            raise ValueError(f"source {source.spec!r} is given twice: give each source once")
+        specs.add(source.spec)
+        base, n = source.name, 2
+        while source.name in taken:
+            source.name, n = f"{base}_{n}", n + 1
+        taken.add(source.name)
+
+
 def build_reference(
     sources: list, out_url: str, shard_size: int = DEFAULT_SHARD_SIZE, progress: bool = True
 ) -> dict:
@@ -113,6 +127,7 @@ def build_reference(
             f"{out_url} already holds a reference pool; PLADA never overwrites one (clients depend on its "
             "fingerprint). Choose another output URL or delete the old pool first."
         )
+    _distinct_names(sources)
     digest, rows, shards, pending, seen_keys = hashlib.sha256(), [], [], [], {}
     total = sum(len(s) for s in sources)
     for sample, source_name in tqdm(_iter_all(sources), total=total, desc="reference", unit="img", disable=not progress):
