@@ -72,12 +72,14 @@ def test_parquet_exports_with_an_image_struct_and_no_key(tmp_path):
     pq.write_table(pa.table({"image": image, "label": pa.array([2, 0, 1])}), tmp_path / "train-00000.parquet",
                    row_group_size=2)  # fmt: skip
     pq.write_table(pa.table({"png": [jpeg(images[0])], "label": [1]}), tmp_path / "more.parquet")
+    pq.write_table(pa.table({"key": [7], "jpg": [jpeg(images[1])], "label": [0]}), tmp_path / "z.parquet")  # int key
     source = open_source(f"parquet:{tmp_path}")
     samples = keys_ok(source)
     name = tmp_path.name
-    assert [s.key for s in samples] == [f"{name}-more-00000000", *(f"{name}-train-00000-{i:08d}" for i in range(3))]
-    assert [s.label for s in samples] == [1, 2, 0, 1] and samples[1].data == jpeg(images[0])
-    assert source.class_names == ["0", "1", "2"] and source.load_arrays()[0].shape == (4, 8, 8, 3)
+    assert [s.key for s in samples] == [f"{name}-more-00000000", *(f"{name}-train-00000-{i:08d}" for i in range(3)),
+                                        f"{name}-7"]  # fmt: skip
+    assert [s.label for s in samples] == [1, 2, 0, 1, 0] and samples[1].data == jpeg(images[0])
+    assert source.class_names == ["0", "1", "2"] and source.load_arrays()[0].shape == (5, 8, 8, 3)
 
 
 def test_parquet_missing_column_and_path(tmp_path):

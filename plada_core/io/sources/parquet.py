@@ -83,7 +83,7 @@ class ParquetSource(Source):
             row = 0
             for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS, columns=_read(image, has_key)):
                 n = batch.num_rows
-                keys = batch.column("key") if has_key else pa.array(_row_keys(path, row, n))
+                keys = batch.column("key").cast(pa.string()) if has_key else pa.array(_row_keys(path, row, n))
                 labels, data = batch.column("label"), _image_bytes(batch.column(image))
                 if self._rows is not None:
                     mask = pa.array(self._rows[start : start + n])
