@@ -236,8 +236,8 @@ class PredictedAccuracy:
                    f"scored {self.proxy_value:.4f}" if self.proxy_value is not None else
                    f"the proxy student ({self.epochs or '?'} epochs); a client training longer may land elsewhere")
         gap = self.runner_up_gap
-        runner_up = (f"the runner-up's proxy is {gap:.4f} behind" if gap >= 0 else
-                     f"a candidate's proxy scored {-gap:.4f} more, inside the tie rule, so the random baseline stood")  # fmt: skip
+        runner_up = (f"the runner-up's proxy is {gap:.4f} behind" if gap >= 0 else f"a candidate's proxy scored "
+                     f"{-gap:.4f} more, inside the tie rule, so the random baseline stood")  # fmt: skip
         return (
             f"validation accuracy of {trained}; chosen from {self.n_candidates} candidates: optimistic by up to "
             f"{self.optimism_bound:.4f} (winner's curse; {runner_up})"

@@ -62,10 +62,11 @@ def select_and_pack(
     ``codec`` is a registered codec name or ``"auto"`` (every codec that can run, smallest payload kept);
     ``layout`` is the pool's block layout, needed by layout codecs only. With ``max_bytes``, ``cfg.keep`` is
     replaced by the largest count whose payload fits (budget mode, ``plada_core.budget``), at most ``max_kept``
-    (the count a validated candidate kept under the same budget: the published selection is then that one). ``index`` gives the
-    pool index rows (``index``, ``key``, ``shard``) of the kept images: the whole index as a frame, or a
-    callable from kept indices to their rows (so a huge index need not be read whole). ``meta`` holds the run's
-    other manifest metadata (the teacher, say); the fingerprint, selector, config and class names are added here.
+    (the count a validated candidate kept under the same budget: the published selection is then that one).
+    ``index`` gives the pool index rows (``index``, ``key``, ``shard``) of the kept images: the whole index as a
+    frame, or a callable from kept indices to their rows (so a huge index need not be read whole). ``meta`` holds
+    the run's other manifest metadata (the teacher, say); the fingerprint, selector, config and class names are
+    added here.
 
     The payload names the classes (format version 2, ``plada_core.payload``), and the ``task``, release
     ``version`` and ``student_recipe`` (format 3) when given, so a client needs nothing but the pool and the

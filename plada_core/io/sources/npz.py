@@ -64,8 +64,9 @@ def _check_images(images: np.ndarray, where: str) -> np.ndarray:
     """uint8 (N,H,W) or (N,H,W,3); a single channel axis (N,H,W,1), as Keras-style arrays come, is the same
     grayscale data and is squeezed."""
     if images.dtype != np.uint8:
-        hint = (" (values in [0, 1]? save (images * 255).round().astype(np.uint8))"
-                if np.issubdtype(images.dtype, np.floating) else " (cast to np.uint8 if the values lie in 0..255)")  # fmt: skip
+        floating = np.issubdtype(images.dtype, np.floating)
+        hint = (" (values in [0, 1]? save (images * 255).round().astype(np.uint8))" if floating
+                else " (cast to np.uint8 if the values lie in 0..255)")  # fmt: skip
         raise ValueError(f"{where}: array 'images' has dtype {images.dtype}; expected uint8 (N,H,W) or "
                          f"(N,H,W,3){hint}")  # fmt: skip
     if images.ndim == 4 and images.shape[-1] == 1:
