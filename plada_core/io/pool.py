@@ -90,24 +90,21 @@ def _write_shard(url: str, samples: list[tuple[int, object, str]]) -> None:
             writer.write({"__key__": sample.key, sample.ext: sample.data, "json": json.dumps(meta).encode()})
 
 
-def _iter_all(sources) -> Iterator[tuple[object, str]]:
+def _iter_all(sources) -> Iterator[tuple[object, object]]:
     for source in sources:
         for sample in source.iter_encoded():
-            yield sample, source.name
+            yield sample, source
 
 
-def _distinct_names(sources: list) -> None:
-    """Give each source a distinct name (its keys' prefix): a later source named like an earlier one (two files
-    ``a/x.npz`` and ``b/x.npz``) becomes ``x_2``, ``x_3``, … in the order given; the same spec twice raises."""
-    specs, taken = set(), set()
+def _check_sources(sources: list) -> None:
+    """The same spec twice raises before anything is written. (Sources that share a name, such as ``a/x.npz``
+    and ``b/x.npz``, are kept as they are: keys, and so fingerprints, must not depend on which other sources a
+    pool holds; if their keys collide, the build names both and the fix.)"""
+    specs = set()
     for source in sources:
         if source.spec in specs:
             raise ValueError(f"source {source.spec!r} is given twice: give each source once")
         specs.add(source.spec)
-        base, n = source.name, 2
-        while source.name in taken:
-            source.name, n = f"{base}_{n}", n + 1
-        taken.add(source.name)
 
 
 def build_reference(
@@ -127,16 +124,18 @@ def build_reference(
             f"{out_url} already holds a reference pool; PLADA never overwrites one (clients depend on its "
             "fingerprint). Choose another output URL or delete the old pool first."
         )
-    _distinct_names(sources)
+    _check_sources(sources)
     digest, rows, shards, pending, seen_keys = hashlib.sha256(), [], [], [], {}
     total = sum(len(s) for s in sources)
-    for sample, source_name in tqdm(_iter_all(sources), total=total, desc="reference", unit="img", disable=not progress):
+    for sample, source in tqdm(_iter_all(sources), total=total, desc="reference", unit="img", disable=not progress):
+        source_name, source_spec = source.name, source.spec
         if sample.key in seen_keys:
+            first = seen_keys[sample.key]
             raise ValueError(
-                f"duplicate key {sample.key!r} in sources {seen_keys[sample.key]!r} and {source_name!r}: "
-                "is the same source given twice?"
+                f"duplicate key {sample.key!r} in sources {first!r} and {source_spec!r}: keys start with the "
+                "source's name, so two sources with the same name (files a/x.npz and b/x.npz) collide; rename one"
             )
-        seen_keys[sample.key] = source_name
+        seen_keys[sample.key] = source_spec
         index = len(rows)
         digest.update(sample.key.encode() + b"\0" + hashlib.sha256(sample.data).digest())
         rows.append((index, _shard_name(len(shards)), sample.key, source_name, int(sample.label)))

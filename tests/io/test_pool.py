@@ -97,8 +97,9 @@ def test_layout_is_the_runs_of_source_and_source_label(storage_root, batch_size)
     assert pool.read_layout(url, batch_size=batch_size).tolist() == [3, 2, 2, 3]
 
 
-def test_sources_with_the_same_name_get_distinct_keys(tmp_path):
-    """Two different files both called x.npz: the second one's keys are x_2-…; the same spec twice is refused."""
+def test_sources_with_the_same_name_are_named_with_the_fix(tmp_path):
+    """Two different files both called x.npz collide (keys start with the source's name, and a pool's keys must not
+    depend on its other sources): the error names both specs and the fix; the same spec twice is refused early."""
     import numpy as np
 
     from plada_core.io.sources import open_source
@@ -107,10 +108,9 @@ def test_sources_with_the_same_name_get_distinct_keys(tmp_path):
         (tmp_path / folder).mkdir()
         np.savez(tmp_path / folder / "x.npz", images=np.full((2, 4, 4), ord(folder), np.uint8), labels=np.zeros(2, int))
     specs = [f"npz:{tmp_path / 'a' / 'x.npz'}", f"npz:{tmp_path / 'b' / 'x.npz'}"]
-    url = str(tmp_path / "pool")
-    pool.build_reference([open_source(s) for s in specs], url, progress=False)
-    index = pool.read_index(url)
-    assert index["key"].tolist() == ["x-00000000", "x-00000001", "x_2-00000000", "x_2-00000001"]
-    assert index["source"].tolist() == ["x", "x", "x_2", "x_2"]
+    with pytest.raises(ValueError, match=r"duplicate key 'x-00000000' in sources 'npz:.*a/x.npz' and 'npz:.*b/x.npz'.*"
+                       r"rename one"):  # fmt: skip
+        pool.build_reference([open_source(s) for s in specs], str(tmp_path / "pool"), progress=False)
+    assert not (tmp_path / "pool" / "reference.json").exists()
     with pytest.raises(ValueError, match=r"source 'npz:.*a/x.npz' is given twice"):
         pool.build_reference([open_source(specs[0]), open_source(specs[0])], str(tmp_path / "p2"), progress=False)
