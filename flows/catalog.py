@@ -156,6 +156,8 @@ def _inner(annotation: Any) -> Any:
 def _explain(err: dict) -> str:
     """One pydantic error as ``field 'a.b': what is wrong. Fix: what the field takes``."""
     loc = tuple(str(p) for p in err["loc"])
+    if not loc:  # a check of the whole task (several fields together)
+        return str(err["ctx"]["error"]) if err["type"] == "value_error" else err["msg"]
     where = f"field {'.'.join(loc)!r}"
     if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         parent = _field(CatalogEntry, loc[:-1]) if len(loc) > 1 else None
@@ -207,7 +209,7 @@ def read_catalog(url: str) -> tuple[list[CatalogEntry], list[tuple[str, str]]]:
         except ValidationError as exc:
             # an inherited value that is wrong is reported once, where it was written
             errors = [
-                e for e in exc.errors() if e["loc"][0] != "student" or e["loc"][1:2] not in {(k,) for k in inherited}
+                e for e in exc.errors() if e["loc"][:1] != ("student",) or e["loc"][1:2] not in {(k,) for k in inherited}
             ]
             problems.extend((name, f"task {name!r} (tasks[{i}]): {_explain(err)}") for err in errors)
     return entries, problems

@@ -23,6 +23,7 @@ field each: ``seed`` (teacher training and selection), ``device`` (training and 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 from dataclasses import fields as dataclass_fields
 from typing import Annotated, Any, Literal
@@ -33,6 +34,8 @@ from flows.runners import TaskRunnerOptions
 from plada_core.config import StudentConfig, TeacherConfig
 from plada_core.images import PreprocessConfig
 from plada_core.io.pool import DEFAULT_SHARD_SIZE
+from plada_core.io.sources import first_images
+from plada_core.model_choice import AUTO_MODEL, COLOUR_MODEL, GREY_MODEL, LOOK_IMAGES, auto_model, look_at
 from plada_core.models import model_input
 from plada_core.payload import AUTO, CODECS, HEADER_SIZE
 from plada_core.proxy import AutoConfig
@@ -108,8 +111,10 @@ def _group(
     return create_model(name, __base__=_Request, __doc__=doc, __module__=__name__, **fields)
 
 
-TeacherTraining = _group("TeacherTraining", TrainConfig, "teacher_", doc="The teacher's ``TrainConfig``.")
+TeacherTraining = _group("TeacherTraining", TrainConfig, "teacher_", doc="The teacher's ``TrainConfig``.",
+                         defaults={"teacher_model": AUTO_MODEL})  # a publisher's teacher suits its target's images
 StudentTraining = _group("StudentTraining", TrainConfig, "student_", doc="The student's ``TrainConfig``.")
+_MODEL_HINT = config_fields(TrainConfig)["model"][0]  # a model field's type, bounds and help
 TeacherSource = _group("TeacherSource", TeacherConfig, "teacher_", exclude=("train", "preprocess"))
 # The scoring batch and the prefetch thread are the worker's throughput, not the task's: left at their defaults.
 Scoring = _group("Scoring", ScoringConfig, exclude=("batch_size", "prefetch"), doc="``ScoringConfig``.")
@@ -145,7 +150,10 @@ class Shared(_SharedFields):
     @model_validator(mode="before")
     @classmethod
     def _model_input(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or isinstance(data.get("preprocess"), PreprocessConfig):
+        if not isinstance(data, dict):
+            return data
+        data = _resolve_auto_models(cls, data)
+        if isinstance(data.get("preprocess"), PreprocessConfig):
             return data
         fields = cls.model_fields
         owner = next((f for f in ("teacher_model", "student_model") if f in fields), None)
@@ -154,6 +162,49 @@ class Shared(_SharedFields):
         base = dataclasses.asdict(model_input(data.get(owner, fields[owner].default)))
         return {**data, "preprocess": {**base, **(data.get("preprocess") or {})}}
 
+    @model_validator(mode="after")
+    def _auto_models_resolved(self) -> Shared:
+        """A model left ``auto`` (nothing to look at) is an error naming the flag and the fix."""
+        for name in ("teacher_model", "student_model"):
+            if getattr(self, name, None) == AUTO_MODEL:
+                _auto_model("--" + name.replace("_", "-"), getattr(self, "target_train", None))
+        return self
+
+
+
+def _auto_model(flag: str, spec: str | None) -> tuple[str, str]:
+    """(model, reason) that ``plada_core.model_choice.auto_model`` picks from a look at the first images of the
+    target train split ``spec``; a ValueError naming ``flag`` and the fix when there is nothing to look at."""
+    if not spec:
+        raise ValueError(f"{flag} auto picks the model from the target train split's images, and there is none "
+                         f"here: name a model ({flag} {GREY_MODEL}, or {COLOUR_MODEL} for photos)")  # fmt: skip
+    try:
+        images = first_images(spec, LOOK_IMAGES)
+    except (FileNotFoundError, ImportError, ValueError) as exc:
+        raise ValueError(f"{flag} auto could not look at the target train split {spec!r} ({exc}): fix the spec, "
+                         f"or name a model ({flag} {GREY_MODEL})") from None  # fmt: skip
+    return auto_model(look_at(images))
+
+
+def _resolve_auto_models(cls: type[BaseModel], data: dict) -> dict:
+    """``data`` with each model field that is ``auto`` (given or by default) resolved before the input is
+    derived from the model: the teacher's to what ``_auto_model`` picks (the choice and its reason printed as a
+    note), a student's to the teacher's (they share one input). One that cannot be resolved stays ``auto``, for
+    ``Shared._auto_models_resolved`` to report once the fields themselves are valid."""
+    fields = cls.model_fields
+    auto = [f for f in ("teacher_model", "student_model") if f in fields
+            and data.get(f, fields[f].default) == AUTO_MODEL]  # fmt: skip
+    if not auto:
+        return data
+    if auto[0] == "student_model" and "teacher_model" in fields:
+        return {**data, "student_model": data.get("teacher_model", fields["teacher_model"].default)}
+    flag = "--" + auto[0].replace("_", "-")
+    try:
+        name, reason = _auto_model(flag, data.get("target_train"))
+    except ValueError:
+        return data
+    print(f"note: {flag} auto: {name}, because {reason}", file=sys.stderr)
+    return {**data, **dict.fromkeys(auto, name)}
 
 
 def _required(description: str, **constraints) -> Any:
@@ -351,6 +402,7 @@ class RunRequest(PublishSettings, StudentRecipe, _Targets, _Out, _ShardSize):
     """Everything for given sources: pool → publish → student, and the same student on a random selection."""
 
     references: list[str] = Field(..., min_length=1, description="Reference pool source specs, e.g. mnist5k.")
+    student_model: _MODEL_HINT = AUTO_MODEL  # the teacher's, unless named: a client's default stays the small CNN
 
     def publish_request(self, reference_url: str, out: str) -> PublishRequest:
         """The publish step; its proxy students, and so its student recipe and predicted accuracy, are this run's

@@ -54,7 +54,12 @@ class TrainConfig:
     on a GPU its cuDNN kernels are not guaranteed to be.
     """
 
-    model: Annotated[str, Field(min_length=1, description="timm model name.")] = "plada_cnn"
+    model: Annotated[
+        str,
+        Field(min_length=1, description="timm model name. Where a target train split is given, auto picks one from "
+                                        "its images: colour plada_effnet_lite0_ml, grey plada_cnn (the student: "
+                                        "the teacher's)."),
+    ] = "plada_cnn"
     epochs: Annotated[int, Field(ge=1, le=1000, description="Training epochs.")] = 30
     batch_size: Annotated[int, Field(ge=1, le=4096, description="Batch size.")] = 64
     lr: Annotated[float, Field(gt=0, le=1, description="Peak learning rate (AdamW, one-cycle).")] = 3e-3

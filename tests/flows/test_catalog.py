@@ -60,7 +60,7 @@ def test_catalog_errors_name_the_task_the_field_and_the_fix(tmp_path):
 
 def test_defaults_merge_key_by_key_and_the_student_inherits_the_input(tmp_path):
     url = _write(tmp_path / "c.yaml", {
-        "defaults": {"root_url": "r", "reference_url": "p", "target_train": "a", "target_test": "b",
+        "defaults": {"root_url": "r", "reference_url": "p", "target_train": "sklearn-digits:train", "target_test": "b",
                      "preprocess": {"image_size": 8, "channels": 1}},
         "tasks": [{"task": "t", "preprocess": {"image_size": 16}, "seed": 3, "student": {"student_epochs": 2}}],
     })  # fmt: skip
@@ -84,8 +84,9 @@ def test_not_a_catalog_is_one_clear_error(tmp_path):
 
 def test_cli_validate_exit_status_and_message(tmp_path, capsys):
     good = _write(tmp_path / "good.yaml", {"tasks": [{"task": "t", "root_url": "r", "reference_url": "p",
-                                                      "target_train": "a", "target_test": "b"}]})  # fmt: skip
+                                                      "target_train": "sklearn-digits:train", "target_test": "b"}]})  # fmt: skip
     assert main(["catalog", "validate", good]) == 0
+    assert "note: --teacher-model auto: plada_cnn, because 0 of the first" in capsys.readouterr().err
     bad = _write(tmp_path / "bad.yaml", {"tasks": [{"task": "t", "root_url": "r", "reference_url": "p"}]})
     assert main(["catalog", "validate", bad]) == 2
     err = capsys.readouterr().err
@@ -122,7 +123,7 @@ def test_fingerprint_sees_one_pixel_one_label_and_one_name():
 
 def test_input_digest_ignores_the_version_and_force_only():
     fps = {"target_train": "1", "target_test": "2", "pool": "3", "teacher_checkpoint": None}
-    dump = ReleaseRequest(task="t", root_url="r", reference_url="p", target_train="a", target_test="b").model_dump(
+    dump = ReleaseRequest(task="t", root_url="r", reference_url="p", target_train="sklearn-digits:train", target_test="b").model_dump(
         mode="json")  # fmt: skip
     same = input_digest({**dump, "version": "v9", "force": True}, fps, "0.1.0")
     assert input_digest(dump, fps, "0.1.0") == same
@@ -133,7 +134,7 @@ def test_input_digest_ignores_the_version_and_force_only():
 
 def test_only_teacher_inputs_move_the_teacher_and_scores_folders():
     fps = {"target_train": "a" * 64, "target_test": "b" * 64, "pool": "c" * 64, "teacher_checkpoint": None}
-    base = dict(task="t", root_url="/r", reference_url="p", target_train="a", target_test="b")  # noqa: C408
+    base = dict(task="t", root_url="/r", reference_url="p", target_train="sklearn-digits:train", target_test="b")  # noqa: C408
 
     def work(**kw):
         request = ReleaseRequest(**base, **kw)

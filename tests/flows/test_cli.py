@@ -25,7 +25,7 @@ def test_parse_keep_fraction_and_count():
 @pytest.mark.parametrize("command", ["publish", "run"])
 def test_codec_choices_are_the_registered_codecs(command, capsys):
     required = {"publish": ["--reference-url", "r"], "run": ["--reference", "r"]}[command]
-    common = [command, *required, "--target-train", "t", "--target-test", "t", "--out", "o"]
+    common = [command, *required, "--target-train", "sklearn-digits:train", "--target-test", "t", "--out", "o"]
     for codec in CODECS:
         assert _build_parser().parse_args([*common, "--codec", codec]).codec == codec
     with pytest.raises(SystemExit):
@@ -60,8 +60,8 @@ def test_unknown_source_lists_the_known_ones(tmp_path, capsys):
 
 
 REQUIRED = {
-    "publish": ["--reference-url", "r", "--target-train", "t"],
-    "run": ["--reference", "r", "--target-train", "t"],
+    "publish": ["--reference-url", "r", "--target-train", "sklearn-digits:train"],
+    "run": ["--reference", "r", "--target-train", "sklearn-digits:train"],
     "train-student": ["--payload", "p", "--reference-url", "r"],
 }
 
@@ -131,11 +131,11 @@ def test_the_prediction_is_about_the_student_the_run_trains():
                     "--proxy-model", "plada_cnn"])  # fmt: skip
     publish = run.publish_request("ref", "out")
     assert (publish.proxy_config().epochs, publish.proxy_config().lr, publish.proxy_model) == (9, 0.02, "plada_cnn")
-    alone = PublishRequest(reference_url="r", out="o", target_train="a", target_test="b", teacher_epochs=12,
+    alone = PublishRequest(reference_url="r", out="o", target_train="sklearn-digits:train", target_test="b", teacher_epochs=12,
                            teacher_lr=0.002).proxy_config()  # fmt: skip
     assert (alone.epochs, alone.lr) == (12, 0.002)
     with pytest.raises(ValueError, match="recipe_shift"):
-        PublishRequest(reference_url="r", out="o", target_train="a", target_test="b", recipe_shift=0.5)
+        PublishRequest(reference_url="r", out="o", target_train="sklearn-digits:train", target_test="b", recipe_shift=0.5)
 
 
 def test_the_recipe_never_fine_tunes():
@@ -174,7 +174,7 @@ def test_demo_takes_the_pair_and_the_given_flags(monkeypatch):
 
 
 def test_preprocess_leaves_left_out_come_from_the_model():
-    base = ["run", "--target-train", "a", "--target-test", "b", "--reference", "r", "--out", "o"]
+    base = ["run", "--target-train", "sklearn-digits:train", "--target-test", "b", "--reference", "r", "--out", "o"]
     _, request = parse([*base, "--teacher-model", "plada_effnet_lite0_ml", "--image-size", "64"])
     assert request.preprocess == PreprocessConfig(image_size=64, channels=3, crop="none")
     _, request = parse(base)  # plada_cnn has no natural input: PreprocessConfig's defaults
@@ -217,3 +217,44 @@ def test_payload_inspect_names_a_foreign_pool_and_a_truncated_file(payload_files
     assert "different reference pool" in capsys.readouterr().err
     assert main(["payload", "inspect", payload_files["cut"]]) == 2
     assert "truncated" in capsys.readouterr().err
+
+
+def test_auto_models_suit_the_target_images(tmp_path, capsys):
+    """No model named: colour targets get the ImageNet backbone and its 32 px RGB input, grey ones the small CNN;
+    the student follows the teacher; the choice is printed with its reason."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    colour, grey = tmp_path / "colour.npz", tmp_path / "grey.npz"
+    np.savez(colour, images=rng.integers(0, 256, (12, 20, 20, 3), dtype=np.uint8), labels=np.arange(12) % 3)
+    np.savez(grey, images=rng.integers(0, 256, (12, 20, 20), dtype=np.uint8), labels=np.arange(12) % 3)
+    base = ["run", "--target-test", "t", "--reference", "r", "--out", "o"]
+    _, run = parse([*base, "--target-train", f"npz:{colour}"])
+    assert (run.teacher_model, run.student_model) == ("plada_effnet_lite0_ml",) * 2
+    assert run.preprocess == PreprocessConfig(image_size=32, channels=3, crop="none")
+    assert run.publish_request("ref", "out").proxy_config().model == "plada_effnet_lite0_ml"
+    assert "note: --teacher-model auto: plada_effnet_lite0_ml, because 12 of the first 12" in capsys.readouterr().err
+    _, run = parse([*base, "--target-train", f"npz:{grey}", "--image-size", "24"])
+    assert (run.teacher_model, run.student_model, run.preprocess.image_size) == ("plada_cnn", "plada_cnn", 24)
+    _, run = parse([*base, "--target-train", f"npz:{colour}", "--teacher-model", "plada_cnn_wide"])
+    assert run.student_model == "plada_cnn_wide" and run.preprocess == PreprocessConfig()  # no look: named
+    _, publish = parse(["publish", "--target-train", f"npz:{colour}", "--target-test", "t", "--reference-url", "r",
+                        "--out", "o", "--image-size", "64"])  # fmt: skip
+    assert publish.teacher_model == "plada_effnet_lite0_ml" and publish.preprocess.image_size == 64
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--target-train", "npz:/no/such.npz", "--target-test", "t", "--reference", "r", "--out", "o"],
+         "--teacher-model auto could not look at the target train split 'npz:/no/such.npz' (npz:/no/such.npz: file "
+         "not found"),
+        (["train-student", "--payload", "p", "--reference-url", "r", "--out", "o", "--student-model", "auto"],
+         "--student-model auto picks the model from the target train split's images, and there is none here: name "
+         "a model (--student-model plada_cnn"),
+    ],
+)
+def test_an_auto_model_with_nothing_to_look_at_names_the_fix(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err

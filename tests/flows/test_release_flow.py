@@ -124,7 +124,7 @@ def test_release_with_a_codec_and_a_payload_budget(prefect_server, request_for):
 
 
 def test_the_device_reaches_every_stage_config():
-    req = ReleaseRequest(task="t", root_url="r", reference_url="r", target_train="a", target_test="b", device="cuda:1")
+    req = ReleaseRequest(task="t", root_url="r", reference_url="r", target_train="sklearn-digits:train", target_test="b", device="cuda:1")
     assert req.teacher_config().train.device == req.scoring_config().device == "cuda:1"
     assert StudentRecipe(device="cpu").student_config().train.device == "cpu"
     assert ReleaseRequest.model_json_schema()["properties"]["device"]["default"] == "auto"  # the UI form's value

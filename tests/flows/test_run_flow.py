@@ -95,7 +95,7 @@ def test_the_pruning_columns_put_their_selectors_into_auto(prefect_server, tiny_
 
 
 def test_a_selector_without_its_optional_column_is_refused_before_any_work(tmp_path):
-    base = dict(references=["npz:x"], target_train="npz:t", target_test="npz:t", out=str(tmp_path))
+    base = dict(references=["npz:x"], target_train="npz:t", target_test="npz:t", out=str(tmp_path), teacher_model="plada_cnn")
     with pytest.raises(ValidationError, match="--selector density_ratio reads the density_ratio column: add"):
         RunRequest(**base, selector="density_ratio")
     with pytest.raises(ValidationError, match="add --label-stability shifts"):

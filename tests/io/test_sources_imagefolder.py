@@ -45,3 +45,14 @@ def test_images_in_sub_folders_of_a_class_belong_to_it(tmp_path):
 def test_imagefolder_without_class_folders(tmp_path):
     with pytest.raises(ValueError, match="has no class sub-folders"):
         open_source(f"imagefolder:{tmp_path}")
+
+
+def test_first_images_are_the_first_decoded_in_canonical_order(tmp_path):
+    from plada_core.io.sources import first_images
+
+    rng = np.random.default_rng(4)
+    for rel, shape in (("ant/a.png", (5, 6, 3)), ("ant/b.png", (7, 7)), ("bee/c.png", (3, 4, 3))):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(tmp_path / rel)
+    assert [img.shape for img in first_images(f"imagefolder:{tmp_path}", 2)] == [(5, 6, 3), (7, 7)]
+    assert len(first_images(f"imagefolder:{tmp_path}", 10)) == 3

@@ -40,8 +40,13 @@ folders travel as found; other formats (BMP, WebP, …) are re-encoded as PNG. S
 from __future__ import annotations
 
 import os
+from itertools import islice
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
+
+from plada_core.images import decode_image
 
 from plada_core.io.sources.base import (
     SPLIT_SEED,
@@ -68,6 +73,7 @@ __all__ = [
     "ParquetSource",
     "Source",
     "SourceOptions",
+    "first_images",
     "open_source",
     "resolve_data_dir",
     "sanitize",
@@ -107,3 +113,15 @@ def open_source(spec: str, data_dir: str | os.PathLike | None = None) -> Source:
     if factory is None:
         raise ValueError(f"unknown source {spec!r}: prefix {prefix!r} is not one of {sorted(SOURCES)}")
     return factory(arg or None, SourceOptions(data_dir=resolve_data_dir(data_dir)))
+
+
+def first_images(spec: str, n: int, data_dir: str | os.PathLike | None = None) -> list[np.ndarray]:
+    """Up to ``n`` decoded images from the start of ``spec`` (canonical order), for a look at the data
+    (``plada_core.model_choice``); images that do not decode are passed over here and counted by the loader."""
+    images = []
+    for sample in islice(open_source(spec, data_dir).iter_encoded(), n):
+        try:
+            images.append(decode_image(sample.data))
+        except ValueError:
+            continue
+    return images
