@@ -244,3 +244,18 @@ def test_catalog_run_isolates_a_broken_task(prefect_server, release, tmp_path):
     assert rows["cat-invalid"]["status"] == "failed" and "field 'keep'" in rows["cat-invalid"]["reason"]
     again = {r["task"]: r for r in run_catalog(CatalogRequest(catalog=url))}
     assert again["cat-good"]["status"] == "unchanged" and again["cat-good"]["version"] == rows["cat-good"]["version"]
+
+
+def test_a_check_of_the_whole_task_is_reported_not_raised(tmp_path):
+    """Checks across fields (a selector without its score column, a model nothing can be looked at for) have no
+    field to name: the problem is reported under the task all the same."""
+    url = _write(tmp_path / "c.yaml", {
+        "defaults": {"root_url": "r", "reference_url": "p", "target_test": "sklearn-digits:test"},
+        "tasks": [{"task": "dr", "target_train": "sklearn-digits:train", "selector": "density_ratio"},
+                  {"task": "gone", "target_train": "npz:/no/such.npz"}],
+    })  # fmt: skip
+    entries, problems = read_catalog(url)
+    assert entries == [] and [name for name, _ in problems] == ["dr", "gone"]
+    assert "task 'dr' (tasks[0]): --selector density_ratio reads the density_ratio column: add --density-ratio" in (
+        problems[0][1])
+    assert "task 'gone' (tasks[1]): --teacher-model auto could not look at the target train split" in problems[1][1]
