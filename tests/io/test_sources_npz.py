@@ -66,8 +66,3 @@ def test_npz_missing_file_and_not_an_npz(tmp_path):
     np.save(tmp_path / "single.npy", np.zeros(3))
     with pytest.raises(ValueError, match="single .npy array, not an .npz"):
         open_source(f"npz:{tmp_path}/single.npy")
-
-def test_npz_split_suffix_is_refused_with_the_fix(tmp_path):
-    np.savez(tmp_path / "t.npz", images=np.zeros((2, 2, 2), np.uint8), labels=np.zeros(2, int))
-    with pytest.raises(ValueError, match="splits are not supported for npz; save each split as its own file"):
-        open_source(f"npz:{tmp_path}/t.npz:train")

@@ -14,11 +14,11 @@ spec                   images                                                 ``
 ``fashion-mnist``      Debian ``dataset-fashion-mnist``: 70,000 at 28x28      official: 60,000 / 10,000
 ``cifar10``            ``$PLADA_DATA_DIR/cifar10/{train,test}.parquet``        official: 50,000 / 10,000
 ``tiny-imagenet``      ``$PLADA_DATA_DIR/tiny-imagenet-32/pool-*.parquet``     seeded split 90/10: 99,990 / 11,110
-``npz:PATH``           arrays ``images`` (N,H,W[,1]) or (N,H,W,3) uint8,      not supported: give one file
-                       ``labels`` (N[,1]) int, optional ``class_names``        per split
-``parquet:PATH``       a file or a folder of ``*.parquet`` (key, jpg, label;   no
-                       or image bytes / struct, label: ``parquet`` module)
-``imagefolder:PATH``   ``PATH/<class>/<image>``; classes in sorted order       no
+``npz:PATH``           arrays ``images`` (N,H,W[,1]) or (N,H,W,3) uint8,      seeded split 80/20
+                       ``labels`` (N[,1]) int, optional ``class_names``        (``SplitSource``), for data
+``parquet:PATH``       a file or a folder of ``*.parquet`` (key, jpg, label;   that comes in one piece:
+                       or image bytes / struct, label: ``parquet`` module)    ``npz:PATH:train``, ``:test``
+``imagefolder:PATH``   ``PATH/<class>/<image>``; classes in sorted order       (a file named so wins)
 =====================  =====================================================  ==========================
 
 No suffix means every image of the source. Where the data has no official split, the split is stratified and
@@ -52,8 +52,10 @@ from plada_core.io.sources.base import (
     SPLIT_SEED,
     ArraySource,
     EncodedSample,
+    SPLITS,
     Source,
     SourceOptions,
+    SplitSource,
     sanitize,
     stratified_split,
 )
@@ -79,6 +81,11 @@ __all__ = [
     "sanitize",
     "stratified_split",
 ]
+
+# Sources of the user's own files, which have no official split: ``PREFIX:PATH:train`` / ``:test`` is the seeded
+# stratified split (``SplitSource``) with this fraction in test.
+USER_SOURCES = ("npz", "parquet", "imagefolder")
+USER_TEST_FRACTION = 0.2
 
 SOURCES: dict[str, Callable[[str | None, SourceOptions], Source]] = {
     "sklearn-digits": open_sklearn_digits,
@@ -112,7 +119,11 @@ def open_source(spec: str, data_dir: str | os.PathLike | None = None) -> Source:
     factory = SOURCES.get(prefix)
     if factory is None:
         raise ValueError(f"unknown source {spec!r}: prefix {prefix!r} is not one of {sorted(SOURCES)}")
-    return factory(arg or None, SourceOptions(data_dir=resolve_data_dir(data_dir)))
+    opts = SourceOptions(data_dir=resolve_data_dir(data_dir))
+    whole, _, split = (arg or "").rpartition(":")
+    if prefix in USER_SOURCES and split in SPLITS and whole and not Path(arg).expanduser().exists():
+        return SplitSource(factory(whole, opts), split, USER_TEST_FRACTION)
+    return factory(arg or None, opts)
 
 
 def first_images(spec: str, n: int, data_dir: str | os.PathLike | None = None) -> list[np.ndarray]:

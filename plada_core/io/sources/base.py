@@ -19,6 +19,7 @@ __all__ = [
     "EncodedSample",
     "Source",
     "SourceOptions",
+    "SplitSource",
     "sanitize",
     "stratified_split",
 ]
@@ -60,6 +61,10 @@ class Source:
     def iter_encoded(self) -> Iterator[EncodedSample]:
         """Stream the images in canonical order, encoded, with their keys and labels."""
         raise NotImplementedError
+
+    def labels(self) -> np.ndarray:
+        """Every image's label (int64), in canonical order; subclasses that hold them answer without reading images."""
+        return np.asarray([sample.label for sample in self.iter_encoded()], dtype=np.int64)
 
     def load_arrays(self) -> tuple[list[np.ndarray] | np.ndarray, np.ndarray]:
         """All images decoded (uint8 HxW or HxWx3; one stacked array when they share a shape) and int64 labels.
@@ -168,3 +173,36 @@ class ArraySource(Source):
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """The cached arrays themselves (no copy): treat them as read-only."""
         return self._data()
+
+    def labels(self) -> np.ndarray:
+        return self._data()[1]
+
+
+class SplitSource(Source):
+    """The ``:train`` or ``:test`` part of a source without an official split (``npz:``, ``parquet:``,
+    ``imagefolder:``): ``stratified_split`` of its labels at ``test_fraction``, seed ``SPLIT_SEED``. Keys stay the
+    whole source's, so the two parts never share one and a part's keys do not depend on the other's."""
+
+    def __init__(self, base: Source, split: str, test_fraction: float) -> None:
+        super().__init__(f"{base.spec}:{split}", f"{base.name}-{split}", base.class_names)
+        labels = base.labels()
+        train, test = stratified_split(labels, test_fraction)
+        self._base = base
+        self._positions = train if split == "train" else test
+        self._labels = labels[self._positions]
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    def iter_encoded(self) -> Iterator[EncodedSample]:
+        wanted = iter(self._positions)  # sorted
+        next_one = next(wanted, None)
+        for i, sample in enumerate(self._base.iter_encoded()):
+            if next_one is None:
+                return
+            if i == next_one:
+                yield sample
+                next_one = next(wanted, None)

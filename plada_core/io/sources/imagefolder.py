@@ -7,6 +7,8 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from plada_core.images import as_png_or_jpg, decode_image
 from plada_core.io.sources.base import EncodedSample, Source, SourceOptions
 
@@ -51,6 +53,9 @@ class ImageFolderSource(Source):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def labels(self) -> np.ndarray:
+        return np.asarray([label for _, label in self.items], dtype=np.int64)
 
     def iter_encoded(self) -> Iterator[EncodedSample]:
         for i, (path, label) in enumerate(self.items):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plada_core.io.sources.base import SPLITS, ArraySource, Source, SourceOptions, default_class_names
+from plada_core.io.sources.base import ArraySource, Source, SourceOptions, default_class_names
 
 __all__ = ["open_npz"]
 
@@ -24,9 +24,6 @@ def open_npz(arg: str | None, opts: SourceOptions) -> Source:
     where = f"npz:{arg}"
     path = Path(arg).expanduser()
     if not path.exists():
-        base, _, suffix = arg.rpartition(":")
-        if suffix in SPLITS and Path(base).expanduser().exists():
-            raise ValueError(f"{where}: ':{suffix}' splits are not supported for npz; save each split as its own file")
         raise FileNotFoundError(f"{where}: file not found; give the path of an .npz with arrays 'images' and 'labels'")
     images, labels, class_names = _read_npz(path, where)
     return ArraySource(where, path.stem, class_names, lambda: (images, labels))

@@ -60,11 +60,15 @@ class ParquetSource(Source):
         if len(labels) and labels.max() >= len(self.class_names):
             raise ValueError(f"{spec}: label {labels.max()} but only {len(self.class_names)} class names")
         self._n = len(labels)
+        self._labels = np.asarray(labels, dtype=np.int64)
         safe = pc.replace_substring_regex(keys, UNSAFE_KEY_CHARS.pattern, "_")
         self.positional_keys = pc.count_distinct(safe).as_py() != len(safe)
 
     def __len__(self) -> int:
         return self._n
+
+    def labels(self) -> np.ndarray:
+        return self._labels
 
     def iter_encoded(self) -> Iterator[EncodedSample]:
         out = 0
