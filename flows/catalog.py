@@ -83,7 +83,8 @@ class CatalogEntry(ReleaseRequest):
     student: StudentRecipe | None = Field(
         None,
         description="Student recipe trained on each release of the task (its seed, device and preprocessing "
-        "default to the task's); its test accuracy is the catalog's measured accuracy. Empty: no student.",
+        "default to the task's, its model to the payload's recipe); its test accuracy is the catalog's measured "
+        "accuracy. Empty: no student.",
     )
 
     @field_validator("schedule")
@@ -205,7 +206,10 @@ def read_catalog(url: str) -> tuple[list[CatalogEntry], list[tuple[str, str]]]:
             inherited = {k for k in ("seed", "device", "preprocess") if k in fields} - set(fields["student"])
             fields["student"] = {**{k: fields[k] for k in inherited}, **fields["student"]}
         try:
-            entries.append(CatalogEntry(**fields))
+            entry = CatalogEntry(**fields)
+            if entry.student is not None and "student_model" not in fields["student"]:
+                entry = _recipe_student(entry, fields["student"])
+            entries.append(entry)
         except ValidationError as exc:
             # an inherited value that is wrong is reported once, where it was written
             errors = [
@@ -213,6 +217,15 @@ def read_catalog(url: str) -> tuple[list[CatalogEntry], list[tuple[str, str]]]:
             ]
             problems.extend((name, f"task {name!r} (tasks[{i}]): {_explain(err)}") for err in errors)
     return entries, problems
+
+
+def _recipe_student(entry: CatalogEntry, given: dict) -> CatalogEntry:
+    """``entry`` with a student that names no model of its own trained as the payload's recipe: the proxies'
+    model (with ``teacher_model: auto``, the one the target's images called for) and, unless ``given`` sets one,
+    the task's input; so the catalog's measured accuracy is about the student its predicted accuracy is about."""
+    values = {**given, "student_model": entry.proxy_config().model}
+    values.setdefault("preprocess", entry.preprocess)
+    return entry.model_copy(update={"student": StudentRecipe(**values)})
 
 
 def load_catalog(url: str) -> list[CatalogEntry]:

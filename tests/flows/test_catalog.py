@@ -259,3 +259,26 @@ def test_a_check_of_the_whole_task_is_reported_not_raised(tmp_path):
     assert "task 'dr' (tasks[0]): --selector density_ratio reads the density_ratio column: add --density-ratio" in (
         problems[0][1])
     assert "task 'gone' (tasks[1]): --teacher-model auto could not look at the target train split" in problems[1][1]
+
+
+def test_a_student_without_a_model_is_the_recipe_student(tmp_path):
+    """The measured accuracy is about the student the prediction is about: with ``teacher_model: auto`` a colour
+    task's student is the ImageNet model at its input, unless the student block names its own."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "colour.npz", images=rng.integers(0, 256, (8, 12, 12, 3), dtype=np.uint8),
+             labels=np.arange(8) % 2)  # fmt: skip
+    url = _write(tmp_path / "c.yaml", {
+        "defaults": {"root_url": "r", "reference_url": "p", "target_test": "t"},
+        "tasks": [{"task": "photos", "target_train": f"npz:{tmp_path}/colour.npz", "student": {"student_epochs": 2}},
+                  {"task": "own", "target_train": f"npz:{tmp_path}/colour.npz",
+                   "student": {"student_model": "plada_cnn", "student_epochs": 2}},
+                  {"task": "digits", "target_train": "sklearn-digits:train", "student": {"seed": 3}}],
+    })  # fmt: skip
+    photos, own, digits = load_catalog(url)
+    assert photos.teacher_model == photos.student.student_model == "plada_effnet_lite0_ml"
+    assert photos.student.preprocess == photos.preprocess and photos.student.preprocess.channels == 3
+    assert photos.student.student_epochs == 2
+    assert own.student.student_model == "plada_cnn" and own.student.preprocess.channels == 1
+    assert digits.student.student_model == "plada_cnn" and digits.student.seed == 3
