@@ -350,6 +350,28 @@ class StudentRecipe(Shared, StudentTraining):
         train = TrainConfig(**self._values(TrainConfig, "student_"), seed=self.seed, device=self.device)
         return StudentConfig(train=train, preprocess=self.preprocess)
 
+    def following(self, recipe: dict | None, source: str = "release") -> tuple[StudentRecipe, str]:
+        """This request with the publisher's ``student_recipe`` (``PublishSettings.student_recipe``; from
+        ``source``: the release record or the payload) when it chose neither a student model nor an input of its
+        own, and where the student came from: ``source`` or ``"request"``. The recipe's model and input are taken
+        whole; of its training settings (``train``) each one the request did not set itself (``--student-epochs``
+        … win), and only those this installation knows (``plada_core.recipe.unknown_settings`` names the rest). Releases and
+        payloads made before recipes travelled have none; those made before training settings travelled carry
+        model and input only, and the request's own training settings stay."""
+        own_input = self.preprocess != model_input(self.student_model)
+        if not recipe or "student_model" in self.model_fields_set or own_input:
+            return self, "request"
+        training = {f"student_{name}": value for name, value in (recipe.get("train") or {}).items()
+                    if name in RECIPE_FIELDS and f"student_{name}" not in self.model_fields_set}  # fmt: skip
+        values = {**self.model_dump(exclude_unset=True), "student_model": recipe.get("model"),
+                  "preprocess": recipe.get("preprocess"), **training}  # fmt: skip
+        try:
+            return type(self)(**values), source
+        except ValidationError as exc:
+            raise ValueError(f"the {source} recommends the student {recipe!r}, which this installation cannot "
+                             f"train ({exc.errors()[0]['msg']}): pass --student-model (and its input) "
+                             "yourself") from None  # fmt: skip
+
 
 class StudentRequest(StudentRecipe, _Pool, _Out):
     """Client side: decode ``payload`` (or the current version of ``release``) against the local pool, train the
@@ -374,28 +396,6 @@ class StudentRequest(StudentRecipe, _Pool, _Out):
         if (self.payload is None) == (self.release is None):
             raise ValueError("give exactly one of --payload URL and --release URL")
         return self
-
-    def following(self, recipe: dict | None, source: str = "release") -> tuple[StudentRequest, str]:
-        """This request with the publisher's ``student_recipe`` (``PublishSettings.student_recipe``; from
-        ``source``: the release record or the payload) when it chose neither a student model nor an input of its
-        own, and where the student came from: ``source`` or ``"request"``. The recipe's model and input are taken
-        whole; of its training settings (``train``) each one the request did not set itself (``--student-epochs``
-        … win), and only those this installation knows (``plada_core.recipe.unknown_settings`` names the rest). Releases and
-        payloads made before recipes travelled have none; those made before training settings travelled carry
-        model and input only, and the request's own training settings stay."""
-        own_input = self.preprocess != model_input(self.student_model)
-        if not recipe or "student_model" in self.model_fields_set or own_input:
-            return self, "request"
-        training = {f"student_{name}": value for name, value in (recipe.get("train") or {}).items()
-                    if name in RECIPE_FIELDS and f"student_{name}" not in self.model_fields_set}  # fmt: skip
-        values = {**self.model_dump(exclude_unset=True), "student_model": recipe.get("model"),
-                  "preprocess": recipe.get("preprocess"), **training}  # fmt: skip
-        try:
-            return StudentRequest(**values), source
-        except ValidationError as exc:
-            raise ValueError(f"the {source} recommends the student {recipe!r}, which this installation cannot "
-                             f"train ({exc.errors()[0]['msg']}): pass --student-model (and its input) "
-                             "yourself") from None  # fmt: skip
 
 
 class RunRequest(PublishSettings, StudentRecipe, _Targets, _Out, _ShardSize):

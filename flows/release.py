@@ -24,7 +24,7 @@ from plada_core.io.storage import join
 from tasks.inputs import fingerprint_inputs, package_version
 from tasks.publish_report import write_publish_report
 from tasks.release import announce_release, finish_release
-from tasks.student import train_student
+from tasks.student import payload_student_recipe, train_student
 from tasks.student_report import write_student_report
 
 PUBLISHED, UNCHANGED = "published", "unchanged"
@@ -119,8 +119,11 @@ def train_student_release(
     """Train the client's student on a published payload (and on its random baseline when given) and report.
 
     The payload and the pool are all the student needs; ``target_test`` (the publisher's test split, when the
-    release event carries it) adds the accuracies that compare the student with the random baseline."""
+    release event carries it) adds the accuracies that compare the student with the random baseline. A
+    ``student`` that names no model (nor an input) trains the payload's recipe, as ``plada train-student`` does,
+    so the measured accuracy is about the student the release's predicted accuracy is about."""
     base = payload_url.rsplit("/", 1)[0]
+    student, _ = student.following(payload_student_recipe(payload_url), "payload")  # a model named: as named
     tag = f"{student.student_model}-seed{student.seed}"
     config = student.student_config()
     common = {"eval_spec": target_test or None, "num_workers": student.num_workers}

@@ -188,3 +188,17 @@ def test_ui_form_fields_carry_the_core_configs_defaults_bounds_and_help():
     assert form["alpha"]["default"] == SelectionConfig().alpha and form["image_size"]["default"] == 16
     assert form["preprocess"]["default"] is None  # left empty: the model's own input (models.model_input)
     assert set(_form(StudentRecipe)) >= {"student_epochs", "student_lr", "seed", "device", "image_size"}
+
+
+def test_a_release_student_without_a_model_follows_the_payload_recipe():
+    """train-student-release (the event-triggered deployment, a catalog's student) trains the payload's recipe
+    when its ``student`` names no model, as ``plada train-student`` does; a named model is trained as named."""
+    recipe = {"model": "plada_cnn_wide", "preprocess": {"image_size": 12, "channels": 1, "crop": "none"},
+              "train": {"epochs": 7, "lr": 0.01}}  # fmt: skip
+    student, source = StudentRecipe().following(recipe, "payload")
+    assert type(student) is StudentRecipe and source == "payload"
+    assert (student.student_model, student.preprocess.image_size, student.student_epochs, student.student_lr) == (
+        "plada_cnn_wide", 12, 7, 0.01)  # fmt: skip
+    assert StudentRecipe(student_epochs=3).following(recipe, "payload")[0].student_epochs == 3  # its own flag wins
+    named, source = StudentRecipe(student_model="plada_cnn").following(recipe, "payload")
+    assert named.student_model == "plada_cnn" and source == "request"
