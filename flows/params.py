@@ -23,12 +23,23 @@ field each: ``seed`` (teacher training and selection), ``device`` (training and 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import sys
 import typing
 from dataclasses import fields as dataclass_fields
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+import timm
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from flows.runners import TaskRunnerOptions
 from plada_core.config import StudentConfig, TeacherConfig
@@ -162,6 +173,22 @@ class Shared(_SharedFields):
         base = dataclasses.asdict(model_input(data.get(owner, fields[owner].default)))
         return {**data, "preprocess": {**base, **(data.get("preprocess") or {})}}
 
+    @field_validator("teacher_model", "student_model", "proxy_model", check_fields=False)
+    @classmethod
+    def _known_model(cls, name: str | None, info: ValidationInfo) -> str | None:
+        """A model this installation can build (timm's registry, PLADA's models included), refused by name with
+        the closest match otherwise; ``auto`` where the model is looked for (not the proxy's: empty means the
+        teacher's there)."""
+        if name is None or (name == AUTO_MODEL and info.field_name != "proxy_model") or timm.is_model(name):
+            return name
+        if name == AUTO_MODEL:
+            raise ValueError("auto is not a proxy model: leave it empty for the teacher's (in plada run, the "
+                             "student's)")  # fmt: skip
+        close = difflib.get_close_matches(name, timm.list_models(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint}: PLADA's are {', '.join(timm.list_models('plada_*'))}, "
+                         "and any timm model name works (timm.list_models())")  # fmt: skip
+
     @model_validator(mode="after")
     def _auto_models_resolved(self) -> Shared:
         """A model left ``auto`` (nothing to look at) is an error naming the flag and the fix."""
@@ -197,7 +224,9 @@ def _resolve_auto_models(cls: type[BaseModel], data: dict) -> dict:
     if not auto:
         return data
     if auto[0] == "student_model" and "teacher_model" in fields:
-        return {**data, "student_model": data.get("teacher_model", fields["teacher_model"].default)}
+        teacher = data.get("teacher_model", fields["teacher_model"].default)
+        # an unknown teacher stays the teacher's error alone: the student is left to follow it
+        return {**data, "student_model": teacher} if timm.is_model(teacher) else data
     flag = "--" + auto[0].replace("_", "-")
     try:
         name, reason = _auto_model(flag, data.get("target_train"))

@@ -93,6 +93,9 @@ def test_device_reaches_training_and_scoring_and_a_typo_is_refused(command, caps
         (["--max-payload-bytes", "3"], "argument --max-payload-bytes: "),
         (["--selector", "nope"], "argument --selector: invalid choice: 'nope'"),
         (["--channels", "2"], "argument --channels: invalid choice: 2"),
+        (["--teacher-model", "resnet_18"], "argument --teacher-model: unknown model 'resnet_18' (did you mean "
+                                           "'resnet18'?): PLADA's are plada_cnn, "),
+        (["--proxy-model", "auto"], "argument --proxy-model: auto is not a proxy model: leave it empty"),
     ],
 )
 def test_a_refused_value_names_its_flag(option, message, capsys):
