@@ -198,7 +198,6 @@ class Shared(_SharedFields):
         return self
 
 
-
 def _auto_model(flag: str, spec: str | None) -> tuple[str, str]:
     """(model, reason) that ``plada_core.model_choice.auto_model`` picks from a look at the first images of the
     target train split ``spec``; a ValueError naming ``flag`` and the fix when there is nothing to look at."""
