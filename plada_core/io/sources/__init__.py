@@ -47,12 +47,11 @@ from typing import Callable
 import numpy as np
 
 from plada_core.images import decode_image
-
 from plada_core.io.sources.base import (
     SPLIT_SEED,
+    SPLITS,
     ArraySource,
     EncodedSample,
-    SPLITS,
     Source,
     SourceOptions,
     SplitSource,
