@@ -22,6 +22,8 @@ REPORT_KEYS = (
     "student_acc",
     "random_acc",
     "predicted_acc",
+    "teacher_model",  # with teacher_model auto, the one the target's images called for
+    "student_model",
     "n_reference",
     "n_kept",
     "payload_bytes",

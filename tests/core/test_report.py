@@ -14,3 +14,8 @@ def test_classes_without_training_images_are_a_visible_warning():
     text = report_markdown(_report(classes_without_train_images=absent))
     assert "**1 class has no training image** (['0'])" in text and "2 of 6 test images" in text
     assert absent_classes_markdown(None) == [] and "no training image" not in report_markdown(_report())
+
+
+def test_the_headline_table_names_the_models():
+    text = report_markdown({**_report(), "teacher_model": "plada_effnet_lite0_ml", "student_model": "plada_cnn"})
+    assert "| teacher_model | plada_effnet_lite0_ml |" in text and "| student_model | plada_cnn |" in text
