@@ -59,13 +59,12 @@ class ParquetSource(Source):
         super().__init__(spec, name, class_names if class_names is not None else default_class_names(labels))
         if len(labels) and labels.max() >= len(self.class_names):
             raise ValueError(f"{spec}: label {labels.max()} but only {len(self.class_names)} class names")
-        self._n = len(labels)
         self._labels = np.asarray(labels, dtype=np.int64)
         safe = pc.replace_substring_regex(keys, UNSAFE_KEY_CHARS.pattern, "_")
         self.positional_keys = pc.count_distinct(safe).as_py() != len(safe)
 
     def __len__(self) -> int:
-        return self._n
+        return len(self._labels)
 
     def labels(self) -> np.ndarray:
         return self._labels
