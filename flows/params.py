@@ -45,7 +45,7 @@ from flows.runners import TaskRunnerOptions
 from plada_core.config import StudentConfig, TeacherConfig
 from plada_core.images import PreprocessConfig
 from plada_core.io.pool import DEFAULT_SHARD_SIZE
-from plada_core.io.sources import first_images
+from plada_core.io.sources import first_images, labelled_only
 from plada_core.model_choice import AUTO_MODEL, COLOUR_MODEL, GREY_MODEL, LOOK_IMAGES, auto_model, look_at
 from plada_core.models import model_input
 from plada_core.payload import AUTO, CODECS, HEADER_SIZE
@@ -205,7 +205,7 @@ def _auto_model(flag: str, spec: str | None) -> tuple[str, str]:
         raise ValueError(f"{flag} auto picks the model from the target train split's images, and there is none "
                          f"here: name a model ({flag} {GREY_MODEL}, or {COLOUR_MODEL} for photos)")  # fmt: skip
     try:
-        images = first_images(spec, LOOK_IMAGES)
+        images = first_images(labelled_only(spec, "a target train split"), LOOK_IMAGES)
     except (FileNotFoundError, ImportError, ValueError) as exc:
         raise ValueError(f"{flag} auto could not look at the target train split {spec!r} ({exc}): fix the spec, "
                          f"or name a model ({flag} {GREY_MODEL})") from None  # fmt: skip
@@ -241,6 +241,12 @@ def _required(description: str, **constraints) -> Any:
 
 class _TargetTest(_Request):
     target_test: str = _required("Source spec of the target test split (e.g. sklearn-digits:test).")
+
+    @field_validator("target_test", "target_train", check_fields=False)
+    @classmethod
+    def _labelled_split(cls, spec: str, info: ValidationInfo) -> str:
+        """A split spec whose kind of source has no labels (``images:``) is refused here, before anything runs."""
+        return labelled_only(spec, f"--{info.field_name.replace('_', '-')}")
 
 
 class _Targets(_TargetTest):
@@ -418,6 +424,11 @@ class StudentRequest(StudentRecipe, _Pool, _Out):
     export: Literal["torchscript", "onnx"] | None = Field(
         None, description="Also export the student (network only; its input contract is in student.json)."
     )
+
+    @field_validator("eval")
+    @classmethod
+    def _labelled_eval(cls, spec: str | None) -> str | None:
+        return spec if spec is None else labelled_only(spec, "--eval")
 
     @model_validator(mode="after")
     def _payload_or_release(self) -> StudentRequest:

@@ -124,3 +124,37 @@ def test_plada_run_with_every_output_on_s3(prefect_server, tiny_npz, s3_root):
                  "student/student.pt", "reference/index.parquet"):
         assert storage.exists(storage.join(s3_root, part)), part
     assert "AWS" not in json.dumps(on_s3) and "127.0.0.1" not in json.dumps(on_s3)
+
+
+def test_an_unlabelled_folder_pool_selects_what_the_labelled_pool_does(prefect_server, tiny_npz, tmp_path):
+    """A client's pool is a folder of images without labels (``images:``): the same images in the same order
+    give the same selection, payload labels and students as the labelled source; the pool stores no label."""
+    import numpy as np
+    from PIL import Image
+
+    images = read_npz(tiny_npz["pool"].removeprefix("npz:"))["images"]
+    folder = tmp_path / "photos"
+    for i, image in enumerate(images):
+        (folder / f"part{i // 100}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"part{i // 100}" / f"{i:04d}.png")
+    runs = {}
+    for name, spec in (("labelled", tiny_npz["pool"]), ("unlabelled", f"images:{folder}")):
+        report = _run({**tiny_npz, "pool": spec}, tmp_path / name, selector="energy")
+        ref = str(tmp_path / name / "reference")
+        payload = decode_payload(storage.read_bytes(str(tmp_path / name / "publish" / "payload.plada")))
+        runs[name] = (report, payload, pool.read_index(ref)["source_label"].to_numpy())
+    (labelled, lab_payload, lab_index), (unlabelled, unl_payload, unl_index) = runs["labelled"], runs["unlabelled"]
+    assert np.array_equal(lab_payload.indices, unl_payload.indices) and np.array_equal(lab_payload.labels, unl_payload.labels)
+    for key in ("teacher_acc", "student_acc", "random_acc", "n_kept"):
+        assert unlabelled[key] == labelled[key], key
+    assert (unl_index == -1).all() and (lab_index >= 0).all()
+    assert unlabelled["reference_fingerprint"] != labelled["reference_fingerprint"]  # the keys differ
+
+
+def test_an_unlabelled_target_is_refused_before_any_work(tiny_npz, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    with pytest.raises(ValidationError, match="unlabelled images: .* --target-train needs a label per image"):
+        RunRequest(references=[tiny_npz["pool"]], target_train=f"images:{folder}", target_test=tiny_npz["test"],
+                   out=str(tmp_path / "o"))  # fmt: skip
+    assert not (tmp_path / "o").exists()

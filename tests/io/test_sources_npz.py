@@ -45,7 +45,7 @@ def test_npz_without_class_names_numbers_the_classes(tmp_path):
         (dict(images=np.zeros((2, 4, 4), np.uint8), labels=np.zeros(3, int)), "2 images but 3 labels"),
         (dict(images=np.zeros((2, 4, 4), np.uint8), labels=np.zeros(2)), r"array 'labels' has dtype float64"),
         (dict(images=np.zeros((2, 4, 4), np.uint8), labels=np.array([0, -1])), "class ids must be >= 0"),
-        (dict(images=np.zeros((2, 4, 4), np.uint8)), r"no array 'labels' \(it has \['images'\]\)"),
+        (dict(labels=np.zeros(2, int)), r"no array 'images' \(it has \['labels'\]\)"),
         (dict(images=np.zeros((2, 4, 4), np.uint8), labels=np.array([0, 3]), class_names=np.array(["a"])),
          "one name per class id"),
     ],

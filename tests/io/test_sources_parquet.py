@@ -85,8 +85,11 @@ def test_parquet_exports_with_an_image_struct_and_no_key(tmp_path):
 def test_parquet_missing_column_and_path(tmp_path):
     pq.write_table(pa.table({"key": ["k"], "label": [0]}), tmp_path / "nojpg.parquet")
     with pytest.raises(ValueError, match=r"nojpg.parquet has columns \{'key': 'string', 'label': 'int64'\}; expected "
-                       r"an int column 'label', the encoded image bytes .* 'jpg', 'png', 'image', 'img'"):
+                       r"the encoded image bytes .* 'jpg', 'png', 'image', 'img', an int column 'label'"):
         open_source(f"parquet:{tmp_path}/nojpg.parquet")
+    pq.write_table(pa.table({"jpg": [b"x"], "label": ["cat"]}), tmp_path / "strlabel.parquet")
+    with pytest.raises(ValueError, match=r"strlabel.parquet has columns .*an int column 'label'"):
+        open_source(f"parquet:{tmp_path}/strlabel.parquet")
     pq.write_table(pa.table({"image": ["not bytes"], "label": [0]}), tmp_path / "str.parquet")
     with pytest.raises(ValueError, match=r"str.parquet has columns"):
         open_source(f"parquet:{tmp_path}/str.parquet")

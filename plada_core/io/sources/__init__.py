@@ -1,8 +1,8 @@
 """Labelled image sources named by spec strings: the input side of the reference pool and of target splits.
 
 A spec is ``PREFIX`` or ``PREFIX:ARG``; ``open_source(spec)`` looks the prefix up in ``SOURCES``. One module per kind
-of source: ``packaged`` (data sets inside Python packages), ``fashion_mnist``, ``parquet``, ``npz``, ``imagefolder``;
-``base`` holds what they share (``Source``, keys, the seeded split).
+of source: ``packaged`` (data sets inside Python packages), ``fashion_mnist``, ``parquet``, ``npz``, ``imagefolder``,
+``images`` (unlabelled files); ``base`` holds what they share (``Source``, keys, the seeded split).
 
 =====================  =====================================================  ==========================
 spec                   images                                                 ``:train`` / ``:test``
@@ -19,7 +19,12 @@ spec                   images                                                 ``
 ``parquet:PATH``       a file or a folder of ``*.parquet`` (key, jpg, label;   that comes in one piece:
                        or image bytes / struct, label: ``parquet`` module)    ``npz:PATH:train``, ``:test``
 ``imagefolder:PATH``   ``PATH/<class>/<image>``; classes in sorted order       (a file named so wins)
+``images:PATH``        every image file under ``PATH``, no labels (a pool)     none (no labels to split by)
 =====================  =====================================================  ==========================
+
+Pool sources need no labels: ``images:``, an npz without ``labels`` and Parquet without a ``label`` column are
+*unlabelled* (``Source.labelled`` False, each image's label ``UNLABELLED``), and are refused where a label is
+needed (a target or evaluation split, a ``:train`` / ``:test`` part), naming the fix.
 
 No suffix means every image of the source. Where the data has no official split, the split is stratified and
 seeded (seed ``SPLIT_SEED`` = 0): each class is permuted with one ``numpy.random.default_rng(0)`` stream (classes in
@@ -50,6 +55,7 @@ from plada_core.images import decode_image
 from plada_core.io.sources.base import (
     SPLIT_SEED,
     SPLITS,
+    UNLABELLED,
     ArraySource,
     EncodedSample,
     Source,
@@ -60,6 +66,7 @@ from plada_core.io.sources.base import (
 )
 from plada_core.io.sources.fashion_mnist import FASHION_MNIST_DIR, open_fashion_mnist
 from plada_core.io.sources.imagefolder import ImageFolderSource, open_imagefolder
+from plada_core.io.sources.images import UnlabelledImagesSource, open_images
 from plada_core.io.sources.npz import open_npz
 from plada_core.io.sources.packaged import open_animal_mnist, open_mnist5k, open_sklearn_digits
 from plada_core.io.sources.parquet import ParquetSource, open_cifar10, open_parquet, open_tiny_imagenet
@@ -68,13 +75,16 @@ __all__ = [
     "FASHION_MNIST_DIR",
     "SOURCES",
     "SPLIT_SEED",
+    "UNLABELLED",
     "ArraySource",
     "EncodedSample",
     "ImageFolderSource",
     "ParquetSource",
     "Source",
     "SourceOptions",
+    "UnlabelledImagesSource",
     "first_images",
+    "labelled_only",
     "open_source",
     "resolve_data_dir",
     "sanitize",
@@ -83,7 +93,9 @@ __all__ = [
 
 # Sources of the user's own files, which have no official split: ``PREFIX:PATH:train`` / ``:test`` is the seeded
 # stratified split (``SplitSource``) with this fraction in test.
-USER_SOURCES = ("npz", "parquet", "imagefolder")
+USER_SOURCES = ("npz", "parquet", "imagefolder", "images")
+# Sources that never hold labels, so a spec can be refused as a target before anything is read.
+UNLABELLED_SOURCES = ("images",)
 USER_TEST_FRACTION = 0.2
 
 SOURCES: dict[str, Callable[[str | None, SourceOptions], Source]] = {
@@ -96,6 +108,7 @@ SOURCES: dict[str, Callable[[str | None, SourceOptions], Source]] = {
     "npz": open_npz,
     "parquet": open_parquet,
     "imagefolder": open_imagefolder,
+    "images": open_images,
 }
 
 
@@ -123,6 +136,15 @@ def open_source(spec: str, data_dir: str | os.PathLike | None = None) -> Source:
     if prefix in USER_SOURCES and split in SPLITS and whole and not Path(arg).expanduser().exists():
         return SplitSource(factory(whole, opts), split, USER_TEST_FRACTION)
     return factory(arg or None, opts)
+
+
+def labelled_only(spec: str, role: str) -> str:
+    """``spec``, or a ValueError naming the fix when its kind of source never has labels (``images:``): a check
+    that reads nothing, for requests. Files without labels of the other kinds are refused when read."""
+    if spec.strip().partition(":")[0] in UNLABELLED_SOURCES:
+        raise ValueError(f"{spec} is a folder of unlabelled images: it can go into a reference pool, but {role} "
+                         "needs a label per image; give one sub-folder per class as imagefolder:PATH")  # fmt: skip
+    return spec
 
 
 def first_images(spec: str, n: int, data_dir: str | os.PathLike | None = None) -> list[np.ndarray]:

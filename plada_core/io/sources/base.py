@@ -15,6 +15,7 @@ from plada_core.images import decode_image, encode_png
 __all__ = [
     "SPLITS",
     "SPLIT_SEED",
+    "UNLABELLED",
     "ArraySource",
     "EncodedSample",
     "Source",
@@ -26,6 +27,9 @@ __all__ = [
 
 SPLIT_SEED = 0
 SPLITS = ("train", "test")
+# The label of an image from an unlabelled source (a client's pool is usually just images): stored in the pool's
+# index as source_label -1, never read by selection.
+UNLABELLED = -1
 
 UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -37,7 +41,7 @@ class EncodedSample:
     key: str  # stable, unique within the source, only [A-Za-z0-9_-] (webdataset splits on '.')
     data: bytes  # PNG for array sources (lossless); the original bytes for JPEG/PNG files
     ext: str  # "png" or "jpg"
-    label: int
+    label: int  # UNLABELLED (-1) for an image of an unlabelled source
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,14 @@ class SourceOptions:
 
 
 class Source:
-    """A finite, ordered set of labelled images; subclasses provide ``__len__`` and ``iter_encoded``."""
+    """A finite, ordered set of images, labelled unless ``labelled`` is False; subclasses provide ``__len__`` and
+    ``iter_encoded``.
+
+    An unlabelled source (``images:``, an npz without ``labels``, Parquet without a ``label`` column) can feed a
+    reference pool, which needs no labels; as a target or evaluation split it is refused (``require_labels``).
+    """
+
+    labelled = True
 
     def __init__(self, spec: str, name: str, class_names: Sequence[str]) -> None:
         self.spec = spec
@@ -69,16 +80,28 @@ class Source:
     def load_arrays(self) -> tuple[list[np.ndarray] | np.ndarray, np.ndarray]:
         """All images decoded (uint8 HxW or HxWx3; one stacked array when they share a shape) and int64 labels.
 
-        Holds everything in memory: meant for target splits, not for a large pool.
+        Holds everything in memory: meant for target splits, not for a large pool. An unlabelled source raises
+        (``require_labels``): every caller wants the labels.
         """
+        self.require_labels()
         images, labels = [], []
         for sample in self.iter_encoded():
             images.append(decode_image(sample.data))
             labels.append(sample.label)
         return _stack_if_uniform(images), np.asarray(labels, dtype=np.int64)
 
+    def require_labels(self, role: str = "a target or evaluation split") -> None:
+        """Raise, naming the source and the fix, when it has no labels to serve as ``role``."""
+        if not self.labelled:
+            raise ValueError(
+                f"{self.spec} holds unlabelled images: it can go into a reference pool, but {role} needs a label "
+                "per image: one sub-folder per class (imagefolder:PATH), an npz with a 'labels' array, or Parquet "
+                "with an int 'label' column"
+            )
+
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.spec!r} name={self.name!r} classes={len(self.class_names)}>"
+        kind = f"classes={len(self.class_names)}" if self.labelled else "unlabelled"
+        return f"<{type(self).__name__} {self.spec!r} name={self.name!r} {kind}>"
 
 
 # --- small helpers ---------------------------------------------------------------------------------------------
@@ -148,11 +171,13 @@ def take_split(images: np.ndarray, labels: np.ndarray, split: str | None, test_f
 
 
 class ArraySource(Source):
-    """Images held as uint8 arrays, loaded on first use (opening a source stays cheap) and encoded as PNG."""
+    """Images held as uint8 arrays, loaded on first use (opening a source stays cheap) and encoded as PNG;
+    ``labelled=False`` for arrays without labels (``load`` then returns ``UNLABELLED`` for each image)."""
 
     def __init__(self, spec: str, name: str, class_names: Sequence[str],
-                 load: Callable[[], tuple[np.ndarray, np.ndarray]]) -> None:
+                 load: Callable[[], tuple[np.ndarray, np.ndarray]], labelled: bool = True) -> None:
         super().__init__(spec, name, class_names)
+        self.labelled = labelled
         self._load = load
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -172,6 +197,7 @@ class ArraySource(Source):
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """The cached arrays themselves (no copy): treat them as read-only."""
+        self.require_labels()
         return self._data()
 
     def labels(self) -> np.ndarray:
@@ -185,6 +211,7 @@ class SplitSource(Source):
 
     def __init__(self, base: Source, split: str, test_fraction: float) -> None:
         super().__init__(f"{base.spec}:{split}", f"{base.name}-{split}", base.class_names)
+        base.require_labels(f"a :{split} part (split by class)")
         labels = base.labels()
         train, test = stratified_split(labels, test_fraction)
         self._base = base

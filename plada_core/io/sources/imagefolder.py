@@ -12,44 +12,34 @@ import numpy as np
 from plada_core.images import as_png_or_jpg, decode_image
 from plada_core.io.sources.base import EncodedSample, Source, SourceOptions
 
-__all__ = ["IMAGE_SUFFIXES", "ImageFolderSource", "open_imagefolder"]
+__all__ = ["IMAGE_SUFFIXES", "ImageFilesSource", "ImageFolderSource", "image_files", "open_imagefolder"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
-class ImageFolderSource(Source):
-    """``root/<class>/[<sub-folders>/]<image>``; class ids follow sorted folder names, images sorted by their path
-    inside the class folder.
+class ImageFilesSource(Source):
+    """Image files on local disk, listed as (path, label); every file is decoded once when added, so ``len()`` is
+    exact and the pool never receives undecodable bytes. Unreadable files are listed in ``unreadable`` as (path,
+    reason) and announced with a warning (``_announce_unreadable``) once the listing is done."""
 
-    Opening decodes every file once, so ``len()`` is exact and the pool never receives undecodable bytes.
-    Unreadable files are listed in ``unreadable`` as (path, reason) and announced with a warning.
-    Files without an image suffix (``IMAGE_SUFFIXES``) and hidden files and folders are not images and are
-    ignored.
-    """
-
-    def __init__(self, spec: str, root: Path) -> None:
-        classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if not classes:
-            raise ValueError(f"{spec}: {root} has no class sub-folders; expected {root}/<class>/<image files>")
-        super().__init__(spec, root.name, classes)
+    def __init__(self, spec: str, name: str, class_names: list[str]) -> None:
+        super().__init__(spec, name, class_names)
         self.items: list[tuple[Path, int]] = []
         self.unreadable: list[tuple[Path, str]] = []
-        for label, cls in enumerate(classes):
-            folder = root / cls
-            for path in sorted(p for p in folder.rglob("*") if _is_image_file(p, folder)):
-                self._check(path, label)
-        if self.unreadable:
-            first, reason = self.unreadable[0]
-            warnings.warn(f"{spec}: skipped {len(self.unreadable)} unreadable image file(s), e.g. {first}: {reason}; "
-                          "see the source's .unreadable list", stacklevel=4)
 
-    def _check(self, path: Path, label: int) -> None:
+    def _add(self, path: Path, label: int) -> None:
         try:
             decode_image(path.read_bytes())
         except (OSError, ValueError) as exc:
             self.unreadable.append((path, str(exc)[:200]))
         else:
             self.items.append((path, label))
+
+    def _announce_unreadable(self) -> None:
+        if self.unreadable:
+            first, reason = self.unreadable[0]
+            warnings.warn(f"{self.spec}: skipped {len(self.unreadable)} unreadable image file(s), e.g. {first}: "
+                          f"{reason}; see the source's .unreadable list", stacklevel=5)  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.items)
@@ -61,6 +51,28 @@ class ImageFolderSource(Source):
         for i, (path, label) in enumerate(self.items):
             data, ext = as_png_or_jpg(path.read_bytes(), lambda: f"{self.spec}: {path}")
             yield EncodedSample(f"{self.name}-{i:08d}", data, ext, label)
+
+
+class ImageFolderSource(ImageFilesSource):
+    """``root/<class>/[<sub-folders>/]<image>``; class ids follow sorted folder names, images sorted by their path
+    inside the class folder. Files without an image suffix (``IMAGE_SUFFIXES``) and hidden files and folders are
+    not images and are ignored."""
+
+    def __init__(self, spec: str, root: Path) -> None:
+        classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not classes:
+            raise ValueError(f"{spec}: {root} has no class sub-folders; expected {root}/<class>/<image files> "
+                             f"(for images without labels, as a pool holds them: images:{root})")  # fmt: skip
+        super().__init__(spec, root.name, classes)
+        for label, cls in enumerate(classes):
+            for path in image_files(root / cls):
+                self._add(path, label)
+        self._announce_unreadable()
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (recursively), sorted by path; hidden files and folders left out."""
+    return sorted(p for p in folder.rglob("*") if _is_image_file(p, folder))
 
 
 def _is_image_file(path: Path, folder: Path) -> bool:

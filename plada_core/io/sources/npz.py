@@ -1,7 +1,8 @@
 """``npz:PATH``: arrays ``images`` (N,H,W), (N,H,W,1) or (N,H,W,3) uint8, ``labels`` (N,) or (N,1) int,
 optional ``class_names``.
 
-One file holds one split; files are read without pickle, and every problem names the array and the fix.
+One file holds one split; files are read without pickle, and every problem names the array and the fix. A file
+without ``labels`` is an unlabelled source: a pool may hold it, a target split may not (``Source.require_labels``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from plada_core.io.sources.base import ArraySource, Source, SourceOptions, default_class_names
+from plada_core.io.sources.base import UNLABELLED, ArraySource, Source, SourceOptions, default_class_names
 
 __all__ = ["open_npz"]
 
@@ -26,10 +27,14 @@ def open_npz(arg: str | None, opts: SourceOptions) -> Source:
     if not path.exists():
         raise FileNotFoundError(f"{where}: file not found; give the path of an .npz with arrays 'images' and 'labels'")
     images, labels, class_names = _read_npz(path, where)
-    return ArraySource(where, path.stem, class_names, lambda: (images, labels))
+    labelled = labels is not None
+    if not labelled:
+        labels = np.full(len(images), UNLABELLED, dtype=np.int64)
+    return ArraySource(where, path.stem, class_names, lambda: (images, labels), labelled=labelled)
 
 
-def _read_npz(path: Path, where: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _read_npz(path: Path, where: str) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """(images, labels, class names); labels None (and the source unlabelled) when the file has none."""
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
@@ -39,10 +44,12 @@ def _read_npz(path: Path, where: str) -> tuple[np.ndarray, np.ndarray, list[str]
     with archive:
         names = [n for n in ("images", "labels", "class_names") if n in archive]
         arrays = {name: _npz_array(archive, name, where) for name in names}
-        for required in ("images", "labels"):
-            if required not in arrays:
-                raise ValueError(f"{where}: no array {required!r} (it has {sorted(archive.files)}); {_NPZ_FIX}")
-    images, labels = _check_images(arrays["images"], where), _check_labels(arrays["labels"], where)
+        if "images" not in arrays:
+            raise ValueError(f"{where}: no array 'images' (it has {sorted(archive.files)}); {_NPZ_FIX}")
+    images = _check_images(arrays["images"], where)
+    if "labels" not in arrays:
+        return images, None, []
+    labels = _check_labels(arrays["labels"], where)
     if len(labels) != len(images):
         raise ValueError(f"{where}: {len(images)} images but {len(labels)} labels; "
                          "array 'labels' must have one entry per image")

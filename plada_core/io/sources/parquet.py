@@ -3,7 +3,9 @@
 Images are streamed batch by batch; JPEG and PNG bytes travel as stored, other formats are re-encoded as PNG.
 Besides the project's own layout, ``parquet:PATH`` reads the common exports: the image in a binary column
 ``jpg``, ``png``, ``image`` or ``img``, or in a struct column of that name with a ``bytes`` field (the Hugging
-Face ``Image`` feature), and no ``key`` column (rows are then keyed by file and position).
+Face ``Image`` feature), and no ``key`` column (rows are then keyed by file and position). Files without a
+``label`` column are an unlabelled source (a pool may hold it, a target split may not); the files of one source
+either all have one or none does.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pyarrow.parquet as pq
 from plada_core.images import as_png_or_jpg
 from plada_core.io.sources.base import (
     SPLITS,
+    UNLABELLED,
     UNSAFE_KEY_CHARS,
     EncodedSample,
     Source,
@@ -33,9 +36,9 @@ from plada_core.io.sources.base import (
 __all__ = ["ParquetSource", "open_cifar10", "open_parquet", "open_tiny_imagenet"]
 
 _IMAGE_COLUMNS = ("jpg", "png", "image", "img")  # the first present holds the encoded image
-_EXPECTED = ("expected an int column 'label', the encoded image bytes in a binary column (or a struct with a "
-             "'bytes' field) named one of " + ", ".join(map(repr, _IMAGE_COLUMNS)) + ", and optionally a string "
-             "column 'key'")  # fmt: skip
+_EXPECTED = ("expected the encoded image bytes in a binary column (or a struct with a 'bytes' field) named one "
+             "of " + ", ".join(map(repr, _IMAGE_COLUMNS)) + ", an int column 'label' (a pool's images may have "
+             "none), and optionally a string column 'key'")  # fmt: skip
 _BATCH_ROWS = 2048  # rows per parquet read: a few MB of JPEGs, never a whole file
 
 
@@ -49,9 +52,10 @@ class ParquetSource(Source):
     def __init__(self, spec: str, name: str, files: Sequence[Path], class_names: Sequence[str] | None = None,
                  split: str | None = None, test_fraction: float = 0.1) -> None:
         self.files = list(files)
-        keys, labels = _scan_parquet(self.files, spec)
+        keys, labels, self.labelled = _scan_parquet(self.files, spec)
         self._rows = None  # None: every row; else a bool mask over all rows in file order
         if split is not None:
+            self.require_labels(f"a :{split} part (split by class)")
             train, test = stratified_split(labels, test_fraction)
             self._rows = np.zeros(len(labels), dtype=bool)
             self._rows[train if split == "train" else test] = True
@@ -82,12 +86,14 @@ class ParquetSource(Source):
     def _iter_rows(self) -> Iterator[tuple[str, bytes, int]]:
         start = 0
         for path in self.files:
-            image, has_key = _columns(pq.read_schema(path), path, self.spec)
+            image, has_key, has_label = _columns(pq.read_schema(path), path, self.spec)
             row = 0
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS, columns=_read(image, has_key)):
+            columns = _read(image, has_key, has_label)
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS, columns=columns):
                 n = batch.num_rows
                 keys = batch.column("key").cast(pa.string()) if has_key else pa.array(_row_keys(path, row, n))
-                labels, data = batch.column("label"), _image_bytes(batch.column(image))
+                labels = batch.column("label") if has_label else pa.array(np.full(n, UNLABELLED, dtype=np.int64))
+                data = _image_bytes(batch.column(image))
                 if self._rows is not None:
                     mask = pa.array(self._rows[start : start + n])
                     keys, labels, data = keys.filter(mask), labels.filter(mask), data.filter(mask)
@@ -95,12 +101,14 @@ class ParquetSource(Source):
                 yield from zip(keys.to_pylist(), data.to_pylist(), labels.to_pylist())
 
 
-def _columns(schema: pa.Schema, path: Path, spec: str) -> tuple[str, bool]:
-    """(the image column, whether there is a key column) of one file; a file without them raises, naming both."""
+def _columns(schema: pa.Schema, path: Path, spec: str) -> tuple[str, bool, bool]:
+    """(the image column, whether there is a key column, whether there is a label column) of one file; a file
+    without an image column, or with a label column that is not int, raises, naming what it has and expects."""
     image = next((c for c in _IMAGE_COLUMNS if c in schema.names and _holds_bytes(schema.field(c).type)), None)
-    if image is None or "label" not in schema.names or not pa.types.is_integer(schema.field("label").type):
+    has_label = "label" in schema.names
+    if image is None or (has_label and not pa.types.is_integer(schema.field("label").type)):
         raise ValueError(f"{spec}: {path} has columns {dict(zip(schema.names, map(str, schema.types)))}; {_EXPECTED}")
-    return image, "key" in schema.names
+    return image, "key" in schema.names, has_label
 
 
 def _holds_bytes(kind: pa.DataType) -> bool:
@@ -109,8 +117,8 @@ def _holds_bytes(kind: pa.DataType) -> bool:
     return pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
 
 
-def _read(image: str, has_key: bool) -> list[str]:
-    return [*(["key"] if has_key else []), image, "label"]
+def _read(image: str, has_key: bool, has_label: bool) -> list[str]:
+    return [*(["key"] if has_key else []), image, *(["label"] if has_label else [])]
 
 
 def _image_bytes(column: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -125,21 +133,31 @@ def _row_keys(path: Path, first: int, n: int) -> list[str]:
     return [f"{path.stem}-{i:08d}" for i in range(first, first + n)]
 
 
-def _scan_parquet(files: Sequence[Path], spec: str) -> tuple[pa.Array, np.ndarray]:
-    keys, labels = [], []
+def _scan_parquet(files: Sequence[Path], spec: str) -> tuple[pa.Array, np.ndarray, bool]:
+    """(keys, labels, whether the files have labels) from the key and label columns alone."""
+    keys, labels, labelled = [], [], {}
     for path in files:
-        _, has_key = _columns(pq.read_schema(path), path, spec)
-        table = pq.read_table(path, columns=["key", "label"] if has_key else ["label"])
-        key = table.column("key").cast(pa.string()) if has_key else pa.chunked_array([_row_keys(path, 0, len(table))])
-        if key.null_count or table.column("label").null_count:
+        _, has_key, labelled[path] = _columns(pq.read_schema(path), path, spec)
+        if len(set(labelled.values())) > 1:
+            with_label = [p.name for p, has in labelled.items() if has]
+            without = [p.name for p, has in labelled.items() if not has]
+            raise ValueError(f"{spec}: some files have a 'label' column ({', '.join(with_label[:3])}) and some do "
+                             f"not ({', '.join(without[:3])}); give labelled and unlabelled files as two sources")  # fmt: skip
+        columns = [c for c, has in (("key", has_key), ("label", labelled[path])) if has]
+        table = pq.read_table(path, columns=columns) if columns else None
+        n = len(table) if table is not None else pq.ParquetFile(path).metadata.num_rows
+        key = table.column("key").cast(pa.string()) if has_key else pa.chunked_array([_row_keys(path, 0, n)])
+        label = table.column("label") if labelled[path] else None
+        if key.null_count or (label is not None and label.null_count):
             raise ValueError(f"{spec}: {path} has empty (null) keys or labels; every row needs both")
         keys.append(key)
-        labels.append(table.column("label").to_numpy().astype(np.int64))
+        labels.append(label.to_numpy().astype(np.int64) if label is not None else np.full(n, UNLABELLED, np.int64))
     keys_all = pa.chunked_array([c for k in keys for c in k.chunks], type=pa.string()).combine_chunks()
     labels_all = np.concatenate(labels) if labels else np.zeros(0, np.int64)
-    if len(labels_all) and labels_all.min() < 0:
+    is_labelled = all(labelled.values())
+    if is_labelled and len(labels_all) and labels_all.min() < 0:
         raise ValueError(f"{spec}: column 'label' holds {labels_all.min()}; class ids must be >= 0")
-    return keys_all, labels_all
+    return keys_all, labels_all, is_labelled
 
 
 def _class_names_near(folder: Path) -> list[str] | None:
