@@ -270,7 +270,8 @@ class _ShardSize(_Request):
 class ReferenceRequest(_Out, _ShardSize):
     """Build a reference pool: webdataset shards + index.parquet + reference.json."""
 
-    sources: list[str] = Field(..., min_length=1, description="Image source specs, e.g. mnist5k, npz:PATH.")
+    sources: list[str] = Field(..., min_length=1, description="Image source specs, labelled or not: e.g. mnist5k, "
+                               "npz:PATH, images:PATH (a folder of image files).")  # fmt: skip
 
 
 class PublishSettings(
@@ -440,7 +441,8 @@ class StudentRequest(StudentRecipe, _Pool, _Out):
 class RunRequest(PublishSettings, StudentRecipe, _Targets, _Out, _ShardSize):
     """Everything for given sources: pool → publish → student, and the same student on a random selection."""
 
-    references: list[str] = Field(..., min_length=1, description="Reference pool source specs, e.g. mnist5k.")
+    references: list[str] = Field(..., min_length=1, description="Reference pool source specs, labelled or not: e.g. "
+                                  "mnist5k, images:PATH (a folder of image files).")  # fmt: skip
     student_model: _MODEL_HINT = AUTO_MODEL  # the teacher's, unless named: a client's default stays the small CNN
 
     def publish_request(self, reference_url: str, out: str) -> PublishRequest:
