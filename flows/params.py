@@ -205,11 +205,11 @@ def _auto_model(flag: str, spec: str | None) -> tuple[str, str]:
         raise ValueError(f"{flag} auto picks the model from the target train split's images, and there is none "
                          f"here: name a model ({flag} {GREY_MODEL}, or {COLOUR_MODEL} for photos)")  # fmt: skip
     try:
-        images = first_images(labelled_only(spec, "a target train split"), LOOK_IMAGES)
-    except (FileNotFoundError, ImportError, ValueError) as exc:
+        look = look_at(first_images(labelled_only(spec, "a target train split"), LOOK_IMAGES))
+    except (ImportError, OSError, ValueError) as exc:
         raise ValueError(f"{flag} auto could not look at the target train split {spec!r} ({exc}): fix the spec, "
                          f"or name a model ({flag} {GREY_MODEL})") from None  # fmt: skip
-    return auto_model(look_at(images))
+    return auto_model(look)
 
 
 def _resolve_auto_models(cls: type[BaseModel], data: dict) -> dict:

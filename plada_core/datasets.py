@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -49,11 +49,12 @@ def task_labels(labels: np.ndarray, split_names: Sequence[str], task_names: Sequ
     return labels
 
 
-def labelled_tensors(images: Sequence[np.ndarray], labels: np.ndarray, cfg: PreprocessConfig):
-    """(x, y) tensors from uint8 images and integer labels."""
-    if len(images) != len(labels):
+def labelled_tensors(images: Iterable[np.ndarray], labels: np.ndarray, cfg: PreprocessConfig):
+    """(x, y) tensors from uint8 images (a sequence, or a stream of one image per label: only the preprocessed
+    tensor is held then) and integer labels."""
+    if hasattr(images, "__len__") and len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    x = torch.from_numpy(preprocess_batch(images, cfg))
+    x = torch.from_numpy(preprocess_batch(images, cfg, n=len(labels)))
     return x, torch.as_tensor(np.asarray(labels), dtype=torch.long)
 
 

@@ -153,9 +153,17 @@ def preprocess(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     return _to_channels(img.astype(np.float32) / 255.0, cfg.channels).astype(np.float32)
 
 
-def preprocess_batch(images, cfg: PreprocessConfig) -> np.ndarray:
-    """Stack :func:`preprocess` over a sequence of images into an ``NxCxSxS`` float32 array."""
-    out = np.empty((len(images), cfg.channels, cfg.image_size, cfg.image_size), np.float32)
-    for i, img in enumerate(images):
-        out[i] = preprocess(img, cfg)
+def preprocess_batch(images, cfg: PreprocessConfig, n: int | None = None) -> np.ndarray:
+    """Stack :func:`preprocess` over images into an ``NxCxSxS`` float32 array. ``images`` is a sequence, or any
+    iterable of ``n`` images (a stream of decoded images: only the preprocessed ones are held); a stream of another
+    length raises ValueError."""
+    n = len(images) if n is None else n
+    out = np.empty((n, cfg.channels, cfg.image_size, cfg.image_size), np.float32)
+    count = 0
+    for count, img in enumerate(images, start=1):
+        if count > n:
+            raise ValueError(f"more than the {n} images expected")
+        out[count - 1] = preprocess(img, cfg)
+    if count != n:
+        raise ValueError(f"{count} images, {n} expected")
     return out

@@ -171,10 +171,12 @@ def hash_images(images) -> ImageHashes:
     if isinstance(images, np.ndarray) and images.ndim in (3, 4):
         exact = [exact_hash(img) for img in images]
         perceptual = perceptual_hashes(images)
-    else:
-        images = list(images)
-        exact = [exact_hash(img) for img in images]
-        perceptual = np.array([perceptual_hash(img) for img in images], dtype=np.uint64)
+    else:  # one image at a time: a stream of decoded photos is never held whole
+        exact, hashes = [], []
+        for img in images:
+            exact.append(exact_hash(img))
+            hashes.append(perceptual_hash(img))
+        perceptual = np.array(hashes, dtype=np.uint64)
     return ImageHashes(np.array(exact, dtype="S16").reshape(-1), perceptual)
 
 

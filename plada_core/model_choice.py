@@ -20,7 +20,7 @@ costs a fraction of the backbone's. The look is taken from the first images of t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable
 
 import numpy as np
 
@@ -61,12 +61,16 @@ def _is_colour(image: np.ndarray) -> bool:
     return float((rgb.max(axis=-1) - rgb.min(axis=-1)).mean()) >= COLOUR_SPREAD
 
 
-def look_at(images: Sequence[np.ndarray]) -> ImageLook:
-    """The ``ImageLook`` of decoded uint8 images (HxW grey or HxWx3)."""
-    if len(images) == 0:
+def look_at(images: Iterable[np.ndarray]) -> ImageLook:
+    """The ``ImageLook`` of decoded uint8 images (HxW grey or HxWx3), a sequence or a stream (each image is
+    looked at once and let go: 128 phone photos would be gigabytes held together)."""
+    sides, n_colour = [], 0
+    for img in images:
+        sides.append(min(img.shape[:2]))
+        n_colour += _is_colour(img)
+    if not sides:
         return ImageLook(0, 0, 0.0)
-    sides = [min(img.shape[:2]) for img in images]
-    return ImageLook(len(images), sum(_is_colour(img) for img in images), float(np.median(sides)))
+    return ImageLook(len(sides), n_colour, float(np.median(sides)))
 
 
 def auto_model(look: ImageLook) -> tuple[str, str]:

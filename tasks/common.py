@@ -55,14 +55,16 @@ def load_split(spec: str, cfg: PreprocessConfig, task_classes: Sequence[str] | i
     """(x, y, class_names) of a labelled split, preprocessed with ``cfg``. With ``task_classes`` (the task's class
     names, or only their count when the task names none) the labels are the task's class ids
     (``plada_core.datasets.task_labels``: mapped by name where the split names its classes differently), and a
-    class or label the task does not have raises, naming the split."""
+    class or label the task does not have raises, naming the split. Images are decoded and preprocessed one at a
+    time: a split of large photos never sits in memory at native size."""
     source = open_source(spec)
-    images, labels = source.load_arrays()
+    source.require_labels()
+    labels = source.labels()
     if isinstance(task_classes, int):
         check_label_range(labels, task_classes, spec)
     elif task_classes is not None:
         labels = task_labels(labels, source.class_names, task_classes, spec)
-    x, y = labelled_tensors(images, labels, cfg)
+    x, y = labelled_tensors(source.iter_images(), labels, cfg)
     return x, y, list(source.class_names)
 
 

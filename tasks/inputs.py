@@ -37,8 +37,8 @@ def fingerprint_inputs(target_train: str, target_test: str, reference_url: str,
     out: dict[str, str | None] = {}
     for name, spec in (("target_train", target_train), ("target_test", target_test)):
         source = open_source(spec)
-        images, labels = source.load_arrays()
-        out[name] = array_fingerprint(images, labels, source.class_names)
+        source.require_labels()
+        out[name] = array_fingerprint(source.iter_images(), source.labels(), source.class_names)  # one image at a time
     out["pool"] = pool.read_reference(reference_url)["fingerprint"]
     out["teacher_checkpoint"] = (
         hashlib.sha256(storage.read_bytes(teacher_checkpoint)).hexdigest() if teacher_checkpoint else None

@@ -111,7 +111,9 @@ def write_target_hashes(teacher_url: str, target_train: str, target_test: str) -
     """Hash the decoded target train and test images (``plada_core.leakage``) and store them."""
     arrays = {}
     for name, spec in (("train", target_train), ("test", target_test)):
-        found = hash_images(open_source(spec).load_arrays()[0])
+        source = open_source(spec)
+        source.require_labels()
+        found = hash_images(source.iter_images())  # one image at a time
         arrays[f"{name}_exact"], arrays[f"{name}_phash"] = found.exact, found.perceptual
     return write_npz(layout.target_hashes_url(teacher_url), **arrays)
 
@@ -133,7 +135,9 @@ def _reuse(url: str, target_train: str, target_test: str, cfg: TeacherConfig, au
     setup_torch()
     _, meta = checkpoints.load_checkpoint(url)
     if auto is not None and "holdout" not in meta and not storage.exists(layout.validation_url(url)):
-        labels = open_source(target_train).load_arrays()[1]
+        source = open_source(target_train)
+        source.require_labels()
+        labels = source.labels()
         write_validation_split(url, labels, meta["num_classes"], auto, cfg.train.seed, required)
         logger().warning("%s was trained before a validation split was held out: validation accuracies of this "
                          "run are optimistic; delete the teacher folder to retrain it", url)  # fmt: skip

@@ -33,3 +33,16 @@ def test_bad_config_names_the_field(kwargs, match):
 def test_rejects_non_uint8():
     with pytest.raises(ValueError, match="uint8"):
         preprocess(np.zeros((4, 4), np.float32), PreprocessConfig(image_size=4))
+
+
+def test_preprocess_batch_takes_a_stream_of_n_images_and_checks_the_count():
+    from plada_core.images import preprocess_batch
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (12 + i, 9, 3), dtype=np.uint8) for i in range(4)]  # sizes differ
+    cfg = PreprocessConfig(image_size=8, channels=3)
+    assert np.array_equal(preprocess_batch(iter(images), cfg, n=4), preprocess_batch(images, cfg))
+    with pytest.raises(ValueError, match="3 images, 4 expected"):
+        preprocess_batch(iter(images[:3]), cfg, n=4)
+    with pytest.raises(ValueError, match="more than the 3 images expected"):
+        preprocess_batch(iter(images), cfg, n=3)

@@ -177,3 +177,11 @@ def test_check_pool_names_pool_indices_per_target_split():
     assert summary["test"]["exact_pairs"] == 1 and summary["test"]["near_pairs"] == 1
     assert summary["test"]["examples"][0][:2] == [52, 0]  # the exact pair first, as a pool index
     assert summary["train"]["pool_images_matched"] == 0
+
+
+def test_hash_images_of_a_stream_equals_the_batch():
+    from plada_core.leakage import hash_images
+
+    imgs = _photos(4, seed=3)
+    batch, stream = hash_images(imgs), hash_images(iter(list(imgs)))
+    assert np.array_equal(batch.exact, stream.exact) and np.array_equal(batch.perceptual, stream.perceptual)

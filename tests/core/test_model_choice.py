@@ -37,3 +37,10 @@ def test_half_colour_is_colour_and_the_rule_maps_looks_to_models():
 def test_nothing_to_look_at_names_the_fix():
     with pytest.raises(ValueError, match="has none: name a model"):
         auto_model(look_at([]))
+
+
+def test_a_stream_of_images_is_looked_at_like_a_list():
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (8 + i, 8, 3), dtype=np.uint8) for i in range(3)] + [np.zeros((5, 6), np.uint8)]
+    assert look_at(iter(images)) == look_at(images) == ImageLook(4, 3, 8.0)
+    assert look_at(iter([])) == ImageLook(0, 0, 0.0)

@@ -55,4 +55,17 @@ def test_first_images_are_the_first_decoded_in_canonical_order(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(tmp_path / rel)
     assert [img.shape for img in first_images(f"imagefolder:{tmp_path}", 2)] == [(5, 6, 3), (7, 7)]
-    assert len(first_images(f"imagefolder:{tmp_path}", 10)) == 3
+    assert len(list(first_images(f"imagefolder:{tmp_path}", 10))) == 3
+
+
+def test_iter_images_streams_what_load_arrays_holds(tmp_path):
+    rng = np.random.default_rng(5)
+    for rel, shape in (("ant/a.png", (5, 6, 3)), ("bee/b.png", (7, 7)), ("bee/c.png", (3, 4, 3))):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(tmp_path / rel)
+    source = open_source(f"imagefolder:{tmp_path}")
+    streamed, (held, labels) = list(source.iter_images()), source.load_arrays()
+    assert [a.tolist() for a in streamed] == [a.tolist() for a in held] and labels.tolist() == [0, 1, 1]
+    (tmp_path / "bee" / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n broken since it was opened")
+    with pytest.raises(ValueError, match=r"imagefolder:.*: image .*-00000002: undecodable image"):
+        list(source.iter_images())

@@ -42,7 +42,7 @@ def test_images_folder_reads_every_image_file_in_path_order_without_labels(tmp_p
     assert [decode_image(s.data).tolist() for s in samples] == [arrays[r].tolist() for r in ("a/1.png", "a/2.png", "b.png")]
     assert source.labels().tolist() == [UNLABELLED] * 3
     with pytest.warns(UserWarning):  # opened again, announced again
-        assert len(first_images(f"images:{tmp_path}", 2)) == 2
+        assert len(list(first_images(f"images:{tmp_path}", 2))) == 2
 
 
 def test_an_unlabelled_source_is_refused_as_a_split_naming_the_fix(tmp_path):

@@ -47,7 +47,7 @@ from __future__ import annotations
 import os
 from itertools import islice
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -147,13 +147,17 @@ def labelled_only(spec: str, role: str) -> str:
     return spec
 
 
-def first_images(spec: str, n: int, data_dir: str | os.PathLike | None = None) -> list[np.ndarray]:
-    """Up to ``n`` decoded images from the start of ``spec`` (canonical order), for a look at the data
-    (``plada_core.model_choice``); images that do not decode are passed over here and counted by the loader."""
-    images = []
-    for sample in islice(open_source(spec, data_dir).iter_encoded(), n):
-        try:
-            images.append(decode_image(sample.data))
-        except ValueError:
-            continue
-    return images
+def first_images(spec: str, n: int, data_dir: str | os.PathLike | None = None) -> Iterator[np.ndarray]:
+    """Up to ``n`` decoded images from the start of ``spec`` (canonical order), one at a time, for a look at the
+    data (``plada_core.model_choice``); images that do not decode are passed over here and counted by the loader.
+    The source is opened now, so a missing or unreadable one raises here, not on the first image."""
+    samples = islice(open_source(spec, data_dir).iter_encoded(), n)
+
+    def decoded() -> Iterator[np.ndarray]:
+        for sample in samples:
+            try:
+                yield decode_image(sample.data)
+            except ValueError:
+                continue
+
+    return decoded()
