@@ -8,8 +8,8 @@
   ``peak_rss_mb`` and ``wall_s`` per path, and ``rss_ratio`` / ``wall_ratio`` (held over streamed) side by side from
   the same run. ``decoded_mb``: what the split weighs decoded, which the held path holds at once.
 
-The split is real: the first ``n`` CIFAR-10 test images (``$PLADA_DATA_DIR``), resized up to ``size`` (W x H) and
-saved as JPEG files, one folder per class (``imagefolder:``), as a folder of photos arrives. Both paths read the
+The split is real: ``n`` CIFAR-10 test images spread evenly over the file (``$PLADA_DATA_DIR``; all ten classes),
+resized up to ``size`` (W x H) and saved as JPEG files, one folder per class (``imagefolder:``), as a folder of photos arrives. Both paths read the
 same files into the same model input (32 px RGB, the natural model's). ``--quick``: 200 images at 256 x 192, from
 sklearn's digits when CIFAR-10 is not there. Default run: about a minute on 2 cores.
 """
@@ -46,11 +46,12 @@ def write_photos(folder: Path, n: int, size: tuple[int, int]) -> str:
     if folder.is_dir():
         return spec
     try:
-        samples = open_source("cifar10:test").iter_encoded()
+        source = open_source("cifar10:test")
     except (FileNotFoundError, ImportError, ValueError):
-        samples = open_source("sklearn-digits").iter_encoded()
+        source = open_source("sklearn-digits")
+    wanted = set(np.linspace(0, len(source) - 1, n).round().astype(int).tolist())  # spread: stored class by class
     tmp = folder.with_name(folder.name + ".part")
-    for i, sample in zip(range(n), samples):
+    for i, sample in enumerate(s for j, s in enumerate(source.iter_encoded()) if j in wanted):
         image = Image.fromarray(np.atleast_3d(decode_image(sample.data))[..., :3].squeeze()).convert("RGB")
         path = tmp / f"class{sample.label}" / f"{i:05d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ from webdataset.tariterators import base_plus_ext
 from plada_core.images import IMAGE_MAGIC
 from plada_core.io import storage
 
-__all__ = ["ReadStats", "TruncatedShard", "iter_shard", "iter_shard_located", "read_members"]
+__all__ = ["ReadStats", "TruncatedShard", "iter_samples", "iter_shard", "iter_shard_located", "read_members"]
 
 
 @dataclass
@@ -287,6 +287,12 @@ def _samples(url: str, stats: ReadStats, offsets: bool = False) -> Iterator[dict
         stream.close()
     if current is not None:
         yield current
+
+
+def iter_samples(url: str, stats: ReadStats) -> Iterator[dict]:
+    """Any webdataset shard's samples as webdataset groups them (``{"__key__": key, suffix: bytes, …}``), with
+    every problem recorded in ``stats``: the reader of tar files that are not pool shards (``wds:`` sources)."""
+    return _samples(url, stats)
 
 
 def iter_shard(url: str, stats: ReadStats) -> Iterator[tuple[int, bytes]]:

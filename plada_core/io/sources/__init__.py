@@ -2,7 +2,7 @@
 
 A spec is ``PREFIX`` or ``PREFIX:ARG``; ``open_source(spec)`` looks the prefix up in ``SOURCES``. One module per kind
 of source: ``packaged`` (data sets inside Python packages), ``fashion_mnist``, ``parquet``, ``npz``, ``imagefolder``,
-``images`` (unlabelled files); ``base`` holds what they share (``Source``, keys, the seeded split).
+``images`` (unlabelled files), ``tars`` (webdataset shards); ``base`` holds what they share (``Source``, keys, the seeded split).
 
 =====================  =====================================================  ==========================
 spec                   images                                                 ``:train`` / ``:test``
@@ -20,6 +20,8 @@ spec                   images                                                 ``
                        or image bytes / struct, label: ``parquet`` module)    ``npz:PATH:train``, ``:test``
 ``imagefolder:PATH``   ``PATH/<class>/<image>``; classes in sorted order       (a file named so wins)
 ``images:PATH``        every image file under ``PATH``, no labels (a pool)     none (no labels to split by)
+``wds:PATH``           webdataset ``.tar`` shards (a file or a folder): each   seeded split 80/20 when
+                       sample's image, its ``cls`` label where all have one    labelled
 =====================  =====================================================  ==========================
 
 Pool sources need no labels: ``images:``, an npz without ``labels`` and Parquet without a ``label`` column are
@@ -70,6 +72,7 @@ from plada_core.io.sources.images import UnlabelledImagesSource, open_images
 from plada_core.io.sources.npz import open_npz
 from plada_core.io.sources.packaged import open_animal_mnist, open_mnist5k, open_sklearn_digits
 from plada_core.io.sources.parquet import ParquetSource, open_cifar10, open_parquet, open_tiny_imagenet
+from plada_core.io.sources.tars import WebDatasetSource, open_wds
 
 __all__ = [
     "FASHION_MNIST_DIR",
@@ -83,6 +86,7 @@ __all__ = [
     "Source",
     "SourceOptions",
     "UnlabelledImagesSource",
+    "WebDatasetSource",
     "first_images",
     "labelled_only",
     "open_source",
@@ -93,7 +97,7 @@ __all__ = [
 
 # Sources of the user's own files, which have no official split: ``PREFIX:PATH:train`` / ``:test`` is the seeded
 # stratified split (``SplitSource``) with this fraction in test.
-USER_SOURCES = ("npz", "parquet", "imagefolder", "images")
+USER_SOURCES = ("npz", "parquet", "imagefolder", "images", "wds")
 # Sources that never hold labels, so a spec can be refused as a target before anything is read.
 UNLABELLED_SOURCES = ("images",)
 USER_TEST_FRACTION = 0.2
@@ -109,6 +113,7 @@ SOURCES: dict[str, Callable[[str | None, SourceOptions], Source]] = {
     "parquet": open_parquet,
     "imagefolder": open_imagefolder,
     "images": open_images,
+    "wds": open_wds,
 }
 
 
