@@ -346,8 +346,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _headline(result: dict) -> dict:
-    """Drop bulky fields (histograms, shard lists) from what is printed; the files keep everything."""
-    return {k: v for k, v in result.items() if k not in ("shards", "class_histogram", "sources")}
+    """Drop bulky fields (histograms, shard lists) from what is printed; the files keep everything. A pool's
+    sources are summed up as the images each brought and the unreadable files it passed over."""
+    out = {k: v for k, v in result.items() if k not in ("shards", "class_histogram", "sources")}
+    if isinstance(result.get("sources"), list):
+        out["sources"] = {s["spec"]: {"n": s["n"], "n_unreadable": s.get("n_unreadable", 0)}
+                          for s in result["sources"]}  # fmt: skip
+    return out
 
 
 if __name__ == "__main__":

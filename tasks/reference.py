@@ -30,4 +30,8 @@ def build_reference_pool(specs: list[str], out_url: str, shard_size: int = pool.
         len(ref["shards"]),
         ref["fingerprint"][:12],
     )
+    for record in ref["sources"]:
+        if record["n_unreadable"]:
+            logger().warning("%s: %d unreadable image file(s) or sample(s) passed over (listed by the source at open)",
+                             record["spec"], record["n_unreadable"])  # fmt: skip
     return out_url

@@ -4,7 +4,8 @@ Layout under the pool URL::
 
     shard-000000.tar …     webdataset shards; sample = <key>.png|.jpg + <key>.json {"index", "source", "label"}
     index.parquet          one row per image: index, shard, key, source, source_label
-    reference.json         {"format", "n", "shards": [{"name", "n", "first_index"}], "fingerprint", "sources"}
+    reference.json         {"format", "n", "shards": [{"name", "n", "first_index"}], "fingerprint", "sources": [{"spec",
+                           "name", "n", "class_names", "labelled", "n_unreadable"}]}
 
 Every image has a global index 0..N-1 in canonical order (shard order, then order inside the shard); the
 index is also stored inside each sample so a reader that drops a corrupt sample does not shift the
@@ -107,6 +108,15 @@ def _check_sources(sources: list) -> None:
         specs.add(source.spec)
 
 
+def _source_record(source) -> dict:
+    """What ``reference.json`` says of one source: its spec, name, images, classes (none when unlabelled) and the
+    files or samples it passed over as unreadable. A source-like object without ``labelled`` / ``unreadable``
+    (``Source`` has both) counts as labelled with none passed over."""
+    return {"spec": source.spec, "name": source.name, "n": len(source), "class_names": list(source.class_names),
+            "labelled": getattr(source, "labelled", True),
+            "n_unreadable": len(getattr(source, "unreadable", ()))}  # fmt: skip
+
+
 def build_reference(
     sources: list, out_url: str, shard_size: int = DEFAULT_SHARD_SIZE, progress: bool = True
 ) -> dict:
@@ -152,7 +162,7 @@ def build_reference(
         "n": len(rows),
         "shards": shards,
         "fingerprint": digest.hexdigest(),
-        "sources": [{"spec": s.spec, "name": s.name, "n": len(s), "class_names": list(s.class_names)} for s in sources],
+        "sources": [_source_record(s) for s in sources],
     }
     storage.write_json(storage.join(out_url, "reference.json"), reference)
     return reference

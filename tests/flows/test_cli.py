@@ -54,6 +54,21 @@ def test_build_then_refuse_to_overwrite(tiny_npz, tmp_path, capsys):
     assert json.loads((out / "reference.json").read_text()) == before
 
 
+def test_build_reports_the_unreadable_files_each_source_passed_over(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray(np.full((4, 4, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "3.png").write_bytes(b"not a png")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        assert main(["reference", "build", "--source", f"images:{tmp_path}", "--out", str(tmp_path / "p")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["n"] == 3 and printed["sources"] == {f"images:{tmp_path}": {"n": 3, "n_unreadable": 1}}
+    record = json.loads((tmp_path / "p" / "reference.json").read_text())["sources"][0]
+    assert record["labelled"] is False and record["n_unreadable"] == 1
+
+
 def test_unknown_source_lists_the_known_ones(tmp_path, capsys):
     assert main(["reference", "build", "--source", "imagenet-99k", "--out", str(tmp_path / "p")]) == 2
     assert "mnist5k" in capsys.readouterr().err

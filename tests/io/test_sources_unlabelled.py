@@ -107,7 +107,8 @@ def test_a_pool_of_unlabelled_and_labelled_sources(tmp_path):
     ref = pool.build_reference([open_source(s) for s in specs], str(tmp_path / "pool"), progress=False)
     index = pool.read_index(str(tmp_path / "pool"))
     assert index["source_label"].tolist() == [UNLABELLED, UNLABELLED, 0, 1] and ref["n"] == 4
-    assert [s["class_names"] for s in ref["sources"]] == [[], ["0", "1"]]
+    assert [(s["class_names"], s["labelled"], s["n_unreadable"]) for s in ref["sources"]] == [
+        ([], False, 0), (["0", "1"], True, 0)]  # fmt: skip
     again = pool.build_reference([open_source(s) for s in specs], str(tmp_path / "pool2"), progress=False)
     assert again["fingerprint"] == ref["fingerprint"]
     meta = [json.loads(m) for m in _shard_json(tmp_path / "pool" / "shard-000000.tar")]
@@ -119,3 +120,12 @@ def _shard_json(path):
 
     with tarfile.open(path) as tar:
         return [tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".json")]
+
+
+def test_a_built_in_split_of_unlabelled_files_is_refused(tmp_path):
+    folder = tmp_path / "tiny-imagenet-32"
+    folder.mkdir()
+    pq.write_table(pa.table({"jpg": [jpeg(np.zeros((4, 4, 3), np.uint8))] * 3}), folder / "pool-000000.parquet")
+    assert not open_source("tiny-imagenet", data_dir=tmp_path).labelled
+    with pytest.raises(ValueError, match=r"tiny-imagenet:train holds unlabelled images: .* a :train part"):
+        open_source("tiny-imagenet:train", data_dir=tmp_path)

@@ -60,6 +60,9 @@ class Source:
     """
 
     labelled = True
+    # Files or samples passed over at open because they hold no readable image, as (where, …, reason) tuples;
+    # the file sources fill it (imagefolder:, images:, wds:), and the pool build records the count.
+    unreadable: Sequence[tuple] = ()
 
     def __init__(self, spec: str, name: str, class_names: Sequence[str]) -> None:
         self.spec = spec
@@ -103,11 +106,7 @@ class Source:
     def require_labels(self, role: str = "a target or evaluation split") -> None:
         """Raise, naming the source and the fix, when it has no labels to serve as ``role``."""
         if not self.labelled:
-            raise ValueError(
-                f"{self.spec} holds unlabelled images: it can go into a reference pool, but {role} needs a label "
-                "per image: one sub-folder per class (imagefolder:PATH), an npz with a 'labels' array, or Parquet "
-                "with an int 'label' column"
-            )
+            raise unlabelled_error(self.spec, role)
 
     def __repr__(self) -> str:
         kind = f"classes={len(self.class_names)}" if self.labelled else "unlabelled"
@@ -115,6 +114,15 @@ class Source:
 
 
 # --- small helpers ---------------------------------------------------------------------------------------------
+
+
+def unlabelled_error(spec: str, role: str) -> ValueError:
+    """The error for an unlabelled source asked to serve as ``role``, naming the fix."""
+    return ValueError(
+        f"{spec} holds unlabelled images: it can go into a reference pool, but {role} needs a label per image: "
+        "one sub-folder per class (imagefolder:PATH), an npz with a 'labels' array, Parquet with an int 'label' "
+        "column, or webdataset shards with a 'cls' member per sample"
+    )
 
 
 def sanitize(text: str) -> str:

@@ -30,6 +30,7 @@ from plada_core.io.sources.base import (
     sanitize,
     split_arg,
     stratified_split,
+    unlabelled_error,
     with_split,
 )
 
@@ -55,7 +56,8 @@ class ParquetSource(Source):
         keys, labels, self.labelled = _scan_parquet(self.files, spec)
         self._rows = None  # None: every row; else a bool mask over all rows in file order
         if split is not None:
-            self.require_labels(f"a :{split} part (split by class)")
+            if not self.labelled:
+                raise unlabelled_error(spec, f"a :{split} part (split by class)")
             train, test = stratified_split(labels, test_fraction)
             self._rows = np.zeros(len(labels), dtype=bool)
             self._rows[train if split == "train" else test] = True
