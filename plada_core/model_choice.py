@@ -1,7 +1,8 @@
 """``--teacher-model auto``: the registered model that suits what the target's images look like.
 
 A publisher who names no model should not get a 16 px grey CNN for colour photos. Measured on this project's
-machines (README "Models picked from the target"; 30 epochs, seed 0, single runs, test SE about 1 point):
+machines (README "Models picked from the target"; ``python -m benchmarks.models``; 30 epochs, seed 0, single runs,
+test SE about 1 point):
 
 =================================  ==========================  ==========================
 target (train / test images)       ``plada_cnn`` 16 px grey    ``plada_effnet_lite0_ml``
