@@ -11,7 +11,7 @@ images differ by about a point by chance).
 Tasks (images drawn with seed 0 from each split): ``cifar10`` colour photos 32 px, 5,000 / 2,000 (``$PLADA_DATA_DIR``);
 ``fashion`` grey 28 px, 5,000 / 2,000 (Debian ``dataset-fashion-mnist``; left out with a note when missing);
 ``digits`` grey 8 px, sklearn's 898 / 899. ``--quick``: digits only, 5 epochs (the test suite's run). Default run:
-about 3 minutes on 2 cores.
+about 2 minutes on 2 cores.
 """
 
 from __future__ import annotations

@@ -223,9 +223,9 @@ def _check_fingerprint(actual: str, expected: str) -> None:
         raise PayloadError(
             "payload was made for a different reference pool: payload fingerprint "
             f"{_abbrev(actual)}, local pool fingerprint {_abbrev(expected)}; decode it on a client holding the "
-            "pool it was built for, or rebuild the payload for this pool (a pool built with `plada reference build` "
-            "from the same files in the same order matches only when each source folder or file has the same name: "
-            "image keys start with it)"
+            "pool it was built for, or rebuild the payload for this pool (`plada reference build` from the same "
+            "sources' files, in the same order, gives the same pool; for imagefolder:, npz: and parquet: sources "
+            "the folder or file must also have the same name, which image keys start with)"
         )
 
 

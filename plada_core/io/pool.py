@@ -143,7 +143,9 @@ def build_reference(
             first = seen_keys[sample.key]
             raise ValueError(
                 f"duplicate key {sample.key!r} in sources {first!r} and {source_spec!r}: keys start with the "
-                "source's name, so two sources with the same name (files a/x.npz and b/x.npz) collide; rename one"
+                "source's name, so two sources with the same name (files a/x.npz and b/x.npz) collide, and images: "
+                "and wds: sources key images by their paths under the folder, so two folders holding the same file "
+                "names collide; rename one, or give their common parent folder as one source"
             )
         seen_keys[sample.key] = source_spec
         index = len(rows)

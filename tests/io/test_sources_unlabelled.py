@@ -129,3 +129,23 @@ def test_a_built_in_split_of_unlabelled_files_is_refused(tmp_path):
     assert not open_source("tiny-imagenet", data_dir=tmp_path).labelled
     with pytest.raises(ValueError, match=r"tiny-imagenet:train holds unlabelled images: .* a :train part"):
         open_source("tiny-imagenet:train", data_dir=tmp_path)
+
+
+def test_image_keys_come_from_paths_under_the_folder_not_its_name(tmp_path):
+    """Two labs holding the same files under differently named folders build the same pool."""
+    import shutil
+
+    _photos(tmp_path / "lab_a" / "photos", ["2020/a.jpg", "b.png"])
+    shutil.copytree(tmp_path / "lab_a" / "photos", tmp_path / "lab_b" / "pool_v1")
+    a = open_source(f"images:{tmp_path / 'lab_a' / 'photos'}")
+    assert [s.key for s in a.iter_encoded()] == ["2020_a", "b"]
+    refs = [pool.build_reference([open_source(f"images:{tmp_path / lab / folder}")], str(tmp_path / f"pool-{lab}"),
+                                 progress=False) for lab, folder in (("lab_a", "photos"), ("lab_b", "pool_v1"))]  # fmt: skip
+    assert refs[0]["fingerprint"] == refs[1]["fingerprint"]
+    _photos(tmp_path / "clash", ["x.png", "x.jpg"])  # one key after the suffix is dropped: positional instead
+    assert [s.key for s in open_source(f"images:{tmp_path / 'clash'}").iter_encoded()] == [
+        "clash-00000000", "clash-00000001"]  # fmt: skip
+    with pytest.raises(ValueError, match="duplicate key '2020_a' .*give their common parent folder as one source"):
+        pool.build_reference([open_source(f"images:{tmp_path / 'lab_a' / 'photos'}"),
+                              open_source(f"images:{tmp_path / 'lab_b' / 'pool_v1'}")], str(tmp_path / "both"),
+                             progress=False)  # fmt: skip

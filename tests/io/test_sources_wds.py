@@ -89,3 +89,12 @@ def test_truncated_compressed_and_missing_shards_are_refused_by_name(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"no .tar files under"):
         open_source(f"wds:{tmp_path / 'empty'}")
+
+
+def test_sample_keys_are_the_shards_own_under_their_shard_path(tmp_path):
+    for root in ("a", "b"):
+        _shard(tmp_path / root / "part" / "00000.tar", [{"__key__": "k1", "jpg": jpeg(_photo(1))}])
+        _shard(tmp_path / root / "00001.tar", [{"__key__": "k1", "jpg": jpeg(_photo(2))}])
+    keys = [[s.key for s in open_source(f"wds:{tmp_path / root}").iter_encoded()] for root in ("a", "b")]
+    assert keys[0] == keys[1] == ["00001_k1", "part_00000_k1"]  # sorted shard paths; the folder's name plays no part
+    assert [s.key for s in open_source(f"wds:{tmp_path / 'a' / '00001.tar'}").iter_encoded()] == ["k1"]

@@ -21,6 +21,7 @@ __all__ = [
     "Source",
     "SourceOptions",
     "SplitSource",
+    "path_keys",
     "sanitize",
     "stratified_split",
 ]
@@ -128,6 +129,16 @@ def unlabelled_error(spec: str, role: str) -> ValueError:
 def sanitize(text: str) -> str:
     """``text`` with every character outside ``[A-Za-z0-9_-]`` replaced by '_' (webdataset-safe keys)."""
     return UNSAFE_KEY_CHARS.sub("_", text)
+
+
+def path_keys(names: Sequence[str], fallback: str) -> list[str]:
+    """Keys from names relative to a source's root (``"2020/a.jpg"`` → ``"2020_a"``: the suffix dropped, the rest
+    sanitized), so that two labs holding the same files under differently named folders build the same pool. Where
+    two names sanitize to one key, every key is positional instead, ``f"{fallback}-{i:08d}"``."""
+    keys = [sanitize(name.rsplit(".", 1)[0] if "." in name.rsplit("/", 1)[-1] else name) for name in names]
+    if len(set(keys)) == len(keys):
+        return keys
+    return [f"{fallback}-{i:08d}" for i in range(len(names))]
 
 
 def _stack_if_uniform(images: list[np.ndarray]) -> list[np.ndarray] | np.ndarray:

@@ -26,6 +26,7 @@ class ImageFilesSource(Source):
         super().__init__(spec, name, class_names)
         self.items: list[tuple[Path, int]] = []
         self.unreadable: list[tuple[Path, str]] = []
+        self.keys: list[str] | None = None  # None: positional keys, f"{name}-{i:08d}"
 
     def _add(self, path: Path, label: int) -> None:
         try:
@@ -50,7 +51,8 @@ class ImageFilesSource(Source):
     def iter_encoded(self) -> Iterator[EncodedSample]:
         for i, (path, label) in enumerate(self.items):
             data, ext = as_png_or_jpg(path.read_bytes(), lambda: f"{self.spec}: {path}")
-            yield EncodedSample(f"{self.name}-{i:08d}", data, ext, label)
+            key = self.keys[i] if self.keys is not None else f"{self.name}-{i:08d}"
+            yield EncodedSample(key, data, ext, label)
 
 
 class ImageFolderSource(ImageFilesSource):

@@ -8,8 +8,9 @@ member. Where every sample has a ``cls`` the source is labelled, otherwise unlab
 
 Opening reads every shard once and decodes every image, as ``imagefolder:`` does: ``len()`` is exact, samples
 without an image or with bytes that do not decode are counted in ``unreadable`` and announced, and a shard that is
-truncated, corrupt or compressed is refused, naming it (its lost samples could not be counted). Keys are positional
-(``<name>-<i>``) like the other file sources'.
+truncated, corrupt or compressed is refused, naming it (its lost samples could not be counted). Keys are the
+samples' own keys (``base.path_keys``), prefixed by their shard's path under ``PATH`` when it is a folder, so the
+same shards give the same pool wherever they are kept.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from typing import Iterator
 import numpy as np
 
 from plada_core.images import as_png_or_jpg, decode_image
-from plada_core.io.sources.base import UNLABELLED, EncodedSample, Source, SourceOptions, default_class_names
+from plada_core.io.sources.base import (
+    UNLABELLED,
+    EncodedSample,
+    Source,
+    SourceOptions,
+    default_class_names,
+    path_keys,
+)
 from plada_core.io.tar_stream import ReadStats, iter_samples
 
 __all__ = ["WebDatasetSource", "open_wds"]
@@ -35,7 +43,10 @@ class WebDatasetSource(Source):
     """The samples of ``files`` in order; ``items`` lists (file position, sample position in the file, key, image
     suffix, label) of the readable ones, ``unreadable`` (file, key, reason) of the rest."""
 
-    def __init__(self, spec: str, name: str, files: list[Path], class_names: list[str] | None = None) -> None:
+    def __init__(self, spec: str, name: str, files: list[Path], class_names: list[str] | None = None,
+                 shard_names: list[str] | None = None) -> None:  # fmt: skip
+        """``shard_names``: each file's path under the source's root, put before its samples' keys (None: one
+        file given by itself, whose keys stand alone)."""
         self.files = files
         self.items: list[tuple[int, int, str, str, int]] = []
         self.unreadable: list[tuple[Path, str, str]] = []
@@ -58,6 +69,8 @@ class WebDatasetSource(Source):
             self.items = [(*item[:4], label) for item, label in zip(self.items, labels)]
         names = (class_names or default_class_names(self.labels())) if self.labelled else []
         super().__init__(spec, name, names)
+        prefixes = [f"{n}/" for n in shard_names] if shard_names else [""] * len(files)
+        self.keys = path_keys([prefixes[f] + key for f, _, key, _, _ in self.items], self.name)
         if self.unreadable:
             path, key, reason = self.unreadable[0]
             warnings.warn(f"{spec}: skipped {len(self.unreadable)} sample(s) without a readable image, e.g. {key!r} "
@@ -84,7 +97,7 @@ class WebDatasetSource(Source):
                 if ordinal != wanted:
                     continue  # a sample found unreadable at open
                 data, ext = as_png_or_jpg(sample.get(suffix, b""), lambda: f"{self.spec}: {path}: sample {key!r}")  # noqa: B023
-                yield EncodedSample(f"{self.name}-{position:08d}", data, ext, label)
+                yield EncodedSample(self.keys[position], data, ext, label)
                 position, done = position + 1, done + 1
             if done < len(todo):
                 raise ValueError(f"{self.spec}: {path} holds fewer samples than when the source was opened; "
@@ -128,12 +141,13 @@ def open_wds(arg: str | None, opts: SourceOptions) -> Source:
         if not files:
             raise FileNotFoundError(f"wds:{arg}: no .tar files under {path}")
         name, folder = path.name, path
+        shard_names = [f.relative_to(path).with_suffix("").as_posix() for f in files]
     elif path.is_file():
-        files, name, folder = [path], path.stem, path.parent
+        files, name, folder, shard_names = [path], path.stem, path.parent, None
     else:
         raise FileNotFoundError(f"wds:{arg}: no such file or folder")
     names_file = folder / "classes.txt"  # line i names class i, as for parquet:
     names = None
     if names_file.is_file():
         names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
-    return WebDatasetSource(f"wds:{arg}", name, files, names)
+    return WebDatasetSource(f"wds:{arg}", name, files, names, shard_names)
