@@ -30,13 +30,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.processes import run_measured
 
 ROOT = Path(__file__).resolve().parents[1]  # the measured process imports the repository's packages
 SETTINGS = {
@@ -99,14 +100,7 @@ def peak_rss_mb(payload: str, reference_url: str, out: Path, s: dict) -> float:
     """Peak RSS (MiB) of one fresh process training the student on ``payload``."""
     cmd = [sys.executable, "-m", "benchmarks.client", "--child-train", payload, reference_url, str(out),
            str(s["epochs"]), str(s["rss_size"]), str(s["rss_channels"])]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    output = proc.stdout.read().decode()
-    proc.stdout.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4; tell Popen
-    if proc.returncode != 0:
-        raise RuntimeError(f"student run failed ({proc.returncode}): {' '.join(cmd)}\n{output[-2000:]}")
-    return usage.ru_maxrss / 1024  # Linux reports KiB
+    return run_measured(cmd, ROOT, "student run")[1]
 
 
 # --- client_over_ceiling --------------------------------------------------------------------------------------

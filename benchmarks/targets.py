@@ -9,8 +9,8 @@
   the same run. ``decoded_mb``: what the split weighs decoded, which the held path holds at once.
 
 The split is real: ``n`` CIFAR-10 test images spread evenly over the file (``$PLADA_DATA_DIR``; all ten classes),
-resized up to ``size`` (W x H) and saved as JPEG files, one folder per class (``imagefolder:``), as a folder of photos arrives. Both paths read the
-same files into the same model input (32 px RGB, the natural model's). ``--quick``: 200 images at 256 x 192, from
+resized up to ``size`` (W x H) and saved as JPEG files, one folder per class (``imagefolder:``), as a folder of
+photos arrives. Both paths read the same files into the same model input (32 px RGB, the natural model's). ``--quick``: 200 images at 256 x 192, from
 sklearn's digits when CIFAR-10 is not there. Default run: about a minute on 2 cores.
 """
 
@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from benchmarks.processes import run_measured
 
 ROOT = Path(__file__).resolve().parents[1]  # the measured process imports the repository's packages
 SETTINGS = {"default": dict(n=3000, size=(512, 384)), "quick": dict(n=200, size=(256, 192))}
@@ -86,14 +86,8 @@ def _child(mode: str, spec: str) -> None:
 def measure(mode: str, spec: str) -> dict:
     """``_child``'s result and the peak RSS (MiB) of its fresh process."""
     cmd = [sys.executable, "-m", "benchmarks.targets", "--child", mode, spec]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    output = proc.stdout.read().decode()
-    proc.stdout.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4; tell Popen
-    if proc.returncode != 0:
-        raise RuntimeError(f"{mode} read failed ({proc.returncode}): {' '.join(cmd)}\n{output[-2000:]}")
-    return {**json.loads(output.strip().splitlines()[-1]), "peak_rss_mb": usage.ru_maxrss / 1024}  # Linux: KiB
+    output, peak_mb = run_measured(cmd, ROOT, f"{mode} read")
+    return {**json.loads(output.strip().splitlines()[-1]), "peak_rss_mb": peak_mb}
 
 
 def main(argv: list[str] | None = None) -> int:

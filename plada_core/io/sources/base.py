@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -135,7 +135,7 @@ def path_keys(names: Sequence[str], fallback: str) -> list[str]:
     """Keys from names relative to a source's root (``"2020/a.jpg"`` → ``"2020_a"``: the suffix dropped, the rest
     sanitized), so that two labs holding the same files under differently named folders build the same pool. Where
     two names sanitize to one key, every key is positional instead, ``f"{fallback}-{i:08d}"``."""
-    keys = [sanitize(name.rsplit(".", 1)[0] if "." in name.rsplit("/", 1)[-1] else name) for name in names]
+    keys = [sanitize(PurePosixPath(name).with_suffix("").as_posix()) for name in names]
     if len(set(keys)) == len(keys):
         return keys
     return [f"{fallback}-{i:08d}" for i in range(len(names))]

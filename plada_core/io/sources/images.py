@@ -3,9 +3,9 @@
 Every image file under ``PATH`` (sub-folders included, sorted by path; hidden files and folders and files without
 an image suffix left out) is one pool image, labelled ``UNLABELLED``. Keys come from the paths relative to
 ``PATH`` (``base.path_keys``: ``2020/a.jpg`` → ``2020_a``), not from the folder's own name, so two labs that hold
-the same files build the same pool (same fingerprint) wherever they keep them. Unreadable files are counted and announced, never put into the pool. Such a source feeds a
-reference pool only: as a target or evaluation split it is refused (``Source.require_labels``), and it has no
-``:train`` / ``:test`` parts.
+the same files build the same pool (same fingerprint) wherever they keep them. Unreadable files are counted and
+announced, never put into the pool. Such a source feeds a reference pool only: as a target or evaluation split it
+is refused (``Source.require_labels``), and it has no ``:train`` / ``:test`` parts.
 """
 
 from __future__ import annotations
